@@ -1,0 +1,112 @@
+"""What the WSGI and ASGI drivers share: store resolution and response headers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import SessionConfig, build_config
+from .cookies import CookieRenderer, client_address, is_secure
+from .errors import SessionConfigError
+from .flow import Flow, Outcome
+from .stores.base import InlineAsyncStore
+from .stores.cookie import CookieStore
+from .urls import store_from_url
+
+DEFAULT_STORE_URL = "sqlite:///websession.db"
+
+
+class Driver:
+    """Per-middleware state: config, flow, store, cookie renderer."""
+
+    def __init__(
+        self,
+        store: Any,
+        config: SessionConfig | None,
+        fields: Mapping[str, Any],
+        *,
+        asynchronous: bool,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if config is not None and not isinstance(config, SessionConfig):
+            raise SessionConfigError(
+                f"config must be a websession.SessionConfig, not {type(config).__name__}"
+            )
+        self.config = config = build_config(config, fields)
+        if store is None:
+            store = config.store or DEFAULT_STORE_URL
+        if isinstance(store, str):
+            store = store_from_url(store, asynchronous=asynchronous)
+        self.store = store
+        #: The sync store to call inline (lazy loading), or None when calls must be awaited.
+        self.sync_store: Any = None
+        self.async_store: Any = None
+        client = store if isinstance(store, CookieStore) else None
+        if client is None:
+            if not callable(getattr(store, "load", None)) or not callable(
+                getattr(store, "save", None)
+            ):
+                raise SessionConfigError(f"store={store!r} is not a session store or a store URL")
+            is_async = inspect.iscoroutinefunction(store.load)
+            if isinstance(store, InlineAsyncStore):
+                self.sync_store = store.sync
+            elif not is_async:
+                if asynchronous and not getattr(store, "inline", False):
+                    raise SessionConfigError(
+                        f"{type(store).__name__} does network I/O and would block the event loop; "
+                        "give the ASGI middleware its async form (or a URL, which builds it)"
+                    )
+                if not asynchronous or getattr(store, "inline", False):
+                    self.sync_store = store
+            else:
+                if not asynchronous:
+                    raise SessionConfigError(
+                        f"{type(store).__name__} is an async store; the WSGI middleware needs "
+                        "its sync form"
+                    )
+                self.async_store = store
+        flow_kwargs: dict[str, Any] = {
+            "client_store": client,
+            "payload_limit": getattr(store, "max_payload_size", None),
+        }
+        if clock is not None:
+            flow_kwargs["clock"] = clock
+        self.flow = Flow(config, **flow_kwargs)
+        self.renderer = CookieRenderer(config)
+        self.proxies = config.proxy_networks()
+        self.cookie_transport = config.transport == "cookie"
+        self.cookie_name = config.cookie_name
+        self.header_name = config.header_name
+        secure = config.cookie_secure
+        self.fixed_secure: bool | None = None if secure == "auto" else bool(secure)
+
+    def secure(self, scheme: str, peer: str | None, forwarded_proto: str | None) -> bool:
+        if self.fixed_secure is not None:
+            return self.fixed_secure
+        return is_secure(scheme, peer, forwarded_proto, self.proxies)
+
+    def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
+        return client_address(peer, forwarded_for, self.proxies)
+
+    def response_headers(self, outcome: Outcome, secure: bool) -> list[tuple[str, str]]:
+        """Headers for ``outcome`` (Vary is the caller's: it depends on access, not outcome)."""
+        if outcome.token is None and not outcome.clear:
+            return []
+        if self.cookie_transport:
+            if outcome.clear:
+                return [("Set-Cookie", self.renderer.delete(secure))]
+            return [("Set-Cookie", self.renderer.set(outcome.token, outcome.max_age, secure))]  # type: ignore[arg-type]
+        return [(self.header_name, "" if outcome.clear else outcome.token)]  # type: ignore[list-item]
+
+
+def add_vary(headers: list[tuple[str, str]], value: str) -> None:
+    """Add ``value`` to the response's Vary header (merging with an existing one)."""
+    lower = value.lower()
+    for i, (name, current) in enumerate(headers):
+        if name.lower() == "vary":
+            if current.strip() == "*" or lower in (v.strip().lower() for v in current.split(",")):
+                return
+            headers[i] = (name, f"{current}, {value}")
+            return
+    headers.append(("Vary", value))

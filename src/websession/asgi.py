@@ -1,0 +1,151 @@
+"""ASGI middleware: ``scope["session"]`` for http and websocket connections.
+
+Pure ASGI: it wraps ``send`` and commits the session when the response starts
+(``http.response.start``) or the websocket handshake is accepted
+(``websocket.accept``), the last moments a cookie can still be set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._driver import Driver, add_vary
+from .config import SessionConfig
+from .cookies import get_cookie
+from .flow import run_async, run_sync
+from .session import Session
+
+__all__ = ["SessionMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    values = [v for k, v in scope.get("headers", ()) if k == name]
+    if not values:
+        return None
+    return (
+        "; ".join(v.decode("latin-1") for v in values)
+        if name == b"cookie"
+        else values[0].decode("latin-1")
+    )
+
+
+class SessionMiddleware:
+    """Give an ASGI app server-side sessions at ``scope["session"]``.
+
+    Memory, file, SQLite and cookie stores run inline and load lazily on first
+    touch. Network stores must be async here (a URL builds the async form);
+    they load when the request carries a session token, because a sync
+    ``request.session[...]`` cannot await.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: Any = None,
+        config: SessionConfig | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        scope_key: str = "session",
+        **fields: Any,
+    ) -> None:
+        self.app = app
+        self._driver = driver = Driver(store, config, fields, asynchronous=True, clock=clock)
+        self.config = driver.config
+        self.store = driver.store
+        self.scope_key = scope_key
+        self._header_key = driver.header_name.lower().encode("latin-1")
+        flow, sync_store = driver.flow, driver.sync_store
+        self._inline = driver.async_store is None
+
+        def load(session: Session) -> None:
+            run_sync(flow.load(session), sync_store)
+
+        self._load = load
+
+    def __repr__(self) -> str:
+        return f"SessionMiddleware(app={self.app!r}, store={self.store!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        driver = self._driver
+        if driver.cookie_transport:
+            token = _header(scope, b"cookie")
+            token = get_cookie(token, driver.cookie_name) if token else None
+        else:
+            token = _header(scope, self._header_key) or None
+        if self._inline:
+            session = Session(loader=self._load)
+            session._token = token
+        else:
+            session = Session()
+            session._token = token
+            if token is not None:
+                await run_async(driver.flow.load(session), driver.async_store)
+        scope[self.scope_key] = session
+        committed = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal committed
+            kind = message["type"]
+            if kind == "http.response.start":
+                if session.accessed:
+                    committed = True
+                    headers = list(message.get("headers", ()))
+                    await self._commit(session, scope, message["status"], headers)
+                    message["headers"] = headers
+            elif kind == "websocket.accept":
+                if session.accessed:
+                    committed = True
+                    headers = list(message.get("headers", ()))
+                    await self._commit(session, scope, 200, headers)
+                    message["headers"] = headers
+                session._frozen = True
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
+        if kind == "websocket" and session.accessed and session._key is not None:
+            # Changes made after the handshake still reach the store; only a new
+            # token could not reach the browser any more.
+            await self._commit(session, scope, 200, [])
+
+    async def _commit(
+        self, session: Session, scope: Scope, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        driver = self._driver
+        client = scope.get("client")
+        peer = client[0] if client else None
+        gen = driver.flow.commit(
+            session,
+            status,
+            driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
+            _header(scope, b"user-agent"),
+        )
+        if self._inline:
+            outcome = run_sync(gen, driver.sync_store)
+        else:
+            outcome = await run_async(gen, driver.async_store)
+        plain: list[tuple[str, str]] = []
+        if outcome.token is not None or outcome.clear:
+            secure = driver.secure(
+                scope.get("scheme", "http"), peer, _header(scope, b"x-forwarded-proto")
+            )
+            plain = driver.response_headers(outcome, secure)
+        vary = "Cookie" if driver.cookie_transport else driver.header_name
+        existing = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() == b"vary"
+        ]
+        if existing:
+            headers[:] = [(k, v) for k, v in headers if k.lower() != b"vary"]
+        add_vary(existing, vary)
+        plain = existing + plain
+        headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in plain)

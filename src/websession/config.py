@@ -1,0 +1,281 @@
+"""SessionConfig: every setting of a session middleware, in one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Literal
+
+from .errors import SessionConfigError
+
+__all__ = ["Duration", "SessionConfig", "to_seconds"]
+
+Duration = int | float | timedelta
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def to_seconds(value: object, name: str, *, allow_none: bool = False) -> float | None:
+    """Normalise a duration (seconds as int/float/str, or a timedelta) to float seconds."""
+    if value is None:
+        if allow_none:
+            return None
+        raise SessionConfigError(f"{name} must be a duration in seconds or a timedelta, not None")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise SessionConfigError(f"{name} must be a duration in seconds or a timedelta, not a bool")
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if allow_none and text in {"", "none", "off"}:
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise SessionConfigError(
+                f"{name}={value!r} is not a duration: give seconds, e.g. {name}=3600"
+            ) from None
+    else:
+        raise SessionConfigError(
+            f"{name} must be a duration in seconds or a timedelta, not {type(value).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise SessionConfigError(f"{name} must be a positive, finite duration, got {value!r}")
+    return seconds
+
+
+def _to_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SessionConfigError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """How sessions behave: cookie attributes, timeouts, transport and store.
+
+    Every duration is seconds (int or float) or a :class:`datetime.timedelta`
+    and is stored as float seconds. Invalid values raise
+    :class:`~websession.SessionConfigError` (a ``ValueError``) at construction,
+    naming the setting.
+
+    The defaults follow the OWASP Session Management cheat sheet for a
+    low-risk application: 30 minutes idle, 12 hours absolute.
+    """
+
+    #: Name of the session cookie. The shared default lets apps on one domain share a session.
+    cookie_name: str = "session"
+    cookie_path: str = "/"
+    #: Emitted exactly as configured; None means a host-only cookie.
+    cookie_domain: str | None = None
+    #: True, False, or "auto" (Secure whenever the request is HTTPS).
+    cookie_secure: bool | Literal["auto"] = "auto"
+    cookie_httponly: bool = True
+    #: "lax", "strict", "none" or None (attribute omitted).
+    cookie_samesite: str | None = "lax"
+    cookie_partitioned: bool = False
+    #: Sliding timeout: a session unused for this long is over.
+    idle_timeout: Duration = timedelta(minutes=30)
+    #: Hard cap since the session was created; None disables it.
+    absolute_timeout: Duration | None = timedelta(hours=12)
+    #: How often activity alone (no data change) refreshes the expiry. Throttles writes.
+    touch_interval: Duration = 60
+    #: "cookie", or "header" for APIs (the token travels in ``header_name``).
+    transport: Literal["cookie", "header"] = "cookie"
+    header_name: str = "X-Session-Token"
+    #: Proxies (IPs or CIDRs) whose X-Forwarded-Proto / X-Forwarded-For are believed.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Store URL, for settings files; an explicit ``store=`` argument wins.
+    store: str | None = None
+    #: Upper bound on the encoded payload of server-side stores, in bytes.
+    max_payload_bytes: int = 1024 * 1024
+    #: How often a save is retried after a version conflict before giving up.
+    conflict_retries: int = 64
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        name = self.cookie_name
+        if not isinstance(name, str) or not name or not _is_token(name):
+            raise SessionConfigError(
+                f"cookie_name={name!r} is not a valid cookie name: use letters, digits and - _ ."
+            )
+        if not isinstance(self.cookie_path, str) or not self.cookie_path.startswith("/"):
+            raise SessionConfigError(f"cookie_path={self.cookie_path!r} must start with '/'")
+        if self.cookie_domain is not None and (
+            not isinstance(self.cookie_domain, str)
+            or not self.cookie_domain
+            or any(c in self.cookie_domain for c in ";, \t\r\n")
+        ):
+            raise SessionConfigError(f"cookie_domain={self.cookie_domain!r} is not a domain name")
+        secure = self.cookie_secure
+        if secure != "auto":
+            secure = _to_bool(secure, "cookie_secure")
+            set_(self, "cookie_secure", secure)
+        set_(self, "cookie_httponly", _to_bool(self.cookie_httponly, "cookie_httponly"))
+        set_(self, "cookie_partitioned", _to_bool(self.cookie_partitioned, "cookie_partitioned"))
+        samesite = self.cookie_samesite
+        if samesite is not None:
+            if not isinstance(samesite, str) or samesite.lower() not in _SAMESITE:
+                raise SessionConfigError(
+                    f"cookie_samesite={samesite!r}: choose 'lax', 'strict', 'none' or None"
+                )
+            samesite = _SAMESITE[samesite.lower()]
+            set_(self, "cookie_samesite", samesite)
+        if samesite == "None" and secure is False:
+            raise SessionConfigError(
+                "cookie_samesite='none' needs a Secure cookie (browsers drop it otherwise): "
+                "set cookie_secure=True or 'auto'"
+            )
+        if self.cookie_partitioned and secure is False:
+            raise SessionConfigError("cookie_partitioned=True needs cookie_secure=True or 'auto'")
+        if name.startswith("__Host-"):
+            if secure is False or self.cookie_path != "/" or self.cookie_domain is not None:
+                raise SessionConfigError(
+                    f"cookie_name={name!r}: a __Host- cookie must be Secure, have Path=/ and "
+                    "no Domain; leave cookie_secure, cookie_path and cookie_domain as defaults"
+                )
+            set_(self, "cookie_secure", True)
+        elif name.startswith("__Secure-"):
+            if secure is False:
+                raise SessionConfigError(f"cookie_name={name!r}: a __Secure- cookie must be Secure")
+            set_(self, "cookie_secure", True)
+        set_(self, "idle_timeout", to_seconds(self.idle_timeout, "idle_timeout"))
+        set_(
+            self,
+            "absolute_timeout",
+            to_seconds(self.absolute_timeout, "absolute_timeout", allow_none=True),
+        )
+        set_(self, "touch_interval", to_seconds(self.touch_interval, "touch_interval"))
+        if self.transport not in ("cookie", "header"):
+            raise SessionConfigError(f"transport={self.transport!r}: choose 'cookie' or 'header'")
+        if not isinstance(self.header_name, str) or not _is_token(self.header_name):
+            raise SessionConfigError(f"header_name={self.header_name!r} is not a header name")
+        proxies: Any = self.trusted_proxies
+        if isinstance(proxies, str):
+            proxies = tuple(p for p in proxies.replace(",", " ").split() if p)
+        proxies = tuple(proxies)
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise SessionConfigError(
+                    f"trusted_proxies: {proxy!r} is not an IP address or network"
+                ) from None
+        set_(self, "trusted_proxies", proxies)
+        if self.store is not None and (not isinstance(self.store, str) or "://" not in self.store):
+            raise SessionConfigError(
+                f"store={self.store!r} is not a store URL such as 'sqlite:///sessions.db'"
+            )
+        for field in ("max_payload_bytes", "conflict_retries"):
+            value = getattr(self, field)
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+                set_(self, field, value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SessionConfigError(f"{field} must be a positive integer, got {value!r}")
+
+    @property
+    def idle_seconds(self) -> float:
+        return self.idle_timeout  # type: ignore[return-value]
+
+    @property
+    def absolute_seconds(self) -> float | None:
+        return self.absolute_timeout  # type: ignore[return-value]
+
+    @property
+    def touch_seconds(self) -> float:
+        return self.touch_interval  # type: ignore[return-value]
+
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+
+    def replace(self, **changes: Any) -> SessionConfig:
+        """A copy with ``changes`` applied (validated like the constructor)."""
+        return build_config(self, changes)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], prefix: str = "session.") -> SessionConfig:
+        """Build a config from ini/paste-style settings such as ``session.cookie_name``.
+
+        Only keys starting with ``prefix`` are read; ``session.url`` and
+        ``session.store`` name the store, ``session.cookie_max_age`` is an alias
+        of ``idle_timeout``. String values are converted (``"true"``, ``"3600"``).
+        An unknown key raises :class:`~websession.SessionConfigError`.
+        """
+        aliases = {
+            "url": "store",
+            "type": None,
+            "cookie_max_age": "idle_timeout",
+            "timeout": "idle_timeout",
+            "cookie_expires": "idle_timeout",
+            "secure": "cookie_secure",
+            "httponly": "cookie_httponly",
+            "samesite": "cookie_samesite",
+            "domain": "cookie_domain",
+            "path": "cookie_path",
+            "key": "cookie_name",
+        }
+        changes: dict[str, Any] = {}
+        for raw_key, value in settings.items():
+            if not raw_key.startswith(prefix):
+                continue
+            key = raw_key[len(prefix) :]
+            if key in aliases:
+                target = aliases[key]
+                if target is None:
+                    continue
+                key = target
+            if key not in _FIELDS:
+                raise SessionConfigError(
+                    f"unknown setting {raw_key!r}; known settings: "
+                    + ", ".join(prefix + f for f in sorted(_FIELDS))
+                )
+            if isinstance(value, str):
+                value = _from_text(key, value)
+            changes[key] = value
+        return build_config(cls(), changes)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionConfig))
+
+
+def _from_text(key: str, value: str) -> Any:
+    text = value.strip()
+    if key == "cookie_secure":
+        return "auto" if text.lower() == "auto" else _to_bool(text, key)
+    if key in ("cookie_domain", "cookie_samesite", "absolute_timeout", "store"):
+        return None if text.lower() in ("", "none") else text
+    if key == "trusted_proxies":
+        return tuple(p for p in text.replace(",", " ").split() if p)
+    return text
+
+
+def build_config(base: SessionConfig | None, changes: Mapping[str, Any]) -> SessionConfig:
+    """``base`` with ``changes`` applied; unknown field names raise SessionConfigError."""
+    unknown = sorted(set(changes) - _FIELDS)
+    if unknown:
+        raise SessionConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_FIELDS))}"
+        )
+    if base is None:
+        return SessionConfig(**changes)
+    if not changes:
+        return base
+    current = {f: getattr(base, f) for f in _FIELDS}
+    current.update(changes)
+    return SessionConfig(**current)
+
+
+def _is_token(text: str) -> bool:
+    # RFC 7230 token characters, which is what cookie and header names must be.
+    return bool(text) and all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in text)

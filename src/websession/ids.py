@@ -1,0 +1,52 @@
+"""Session ids: generation, validation by format, and hashing at rest.
+
+An id is 256 bits from :mod:`secrets`, rendered as 43 URL-safe base64
+characters. Stores never see it: they are handed :func:`hash_id` of it, so a
+dump of a store does not contain a single live session id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+__all__ = ["HANDLE_LENGTH", "ID_LENGTH", "handle_of", "hash_id", "is_valid_id", "new_id"]
+
+ID_BYTES = 32
+ID_LENGTH = 43
+HANDLE_LENGTH = 12
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def new_id() -> str:
+    """A fresh random session id (256 bits, URL- and cookie-safe)."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` has the exact shape of an id made by :func:`new_id`.
+
+    Checked before any store call, so garbage never reaches a store.
+    """
+    return len(value) == ID_LENGTH and _ID_RE.fullmatch(value) is not None
+
+
+def hash_id(session_id: str) -> str:
+    """The key a store keeps for ``session_id``: SHA-256, 64 lowercase hex digits.
+
+    A plain hash suffices (no salt, no pepper): the input is 256 random bits,
+    so neither guessing nor a precomputed table can invert it.
+    """
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+def is_valid_key(key: str) -> bool:
+    """True when ``key`` looks like a :func:`hash_id` result (used by stores that build paths)."""
+    return len(key) == 64 and _KEY_RE.fullmatch(key) is not None
+
+
+def handle_of(key: str) -> str:
+    """The short handle shown for a stored session (a prefix of its hashed key)."""
+    return key[:HANDLE_LENGTH]

@@ -1,0 +1,372 @@
+"""Session: the mapping a request sees, with its change log, flashes, CSRF and identity.
+
+No I/O happens here. The middleware gives the session a loader that runs on
+first touch, and the flow (:mod:`websession.flow`) decides after the response
+starts what, if anything, reaches the store.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable, Iterator, MutableMapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .codecs import check_value
+from .config import to_seconds
+from .errors import SessionStateError
+
+if TYPE_CHECKING:
+    from .codecs import Payload
+    from .stores.base import Entry
+
+__all__ = ["Session"]
+
+_MISSING: Any = object()
+
+
+class Session(MutableMapping[str, Any]):
+    """A request's session: a ``str``-keyed mapping that is loaded lazily and saved only if changed.
+
+    ``accessed`` turns true on first use, ``modified`` when data is set or
+    deleted through the mapping (in-place changes such as
+    ``session["cart"].append(x)`` are found at the end of the request by
+    comparing encoded payloads). ``is_new`` is true until the session exists
+    in the store.
+    """
+
+    __slots__ = (
+        "_browser_session",
+        "_cleared",
+        "_csrf",
+        "_data",
+        "_destroyed_keys",
+        "_entry",
+        "_expiry",
+        "_flashes",
+        "_flashes_added",
+        "_flashes_consumed",
+        "_frozen",
+        "_key",
+        "_loaded",
+        "_loaded_payload",
+        "_loader",
+        "_log",
+        "_rotate",
+        "_stale",
+        "_token",
+        "_user_id",
+        "accessed",
+        "is_new",
+        "modified",
+    )
+
+    def __init__(
+        self,
+        data: dict[str, Any] | None = None,
+        *,
+        loader: Callable[[Session], None] | None = None,
+    ) -> None:
+        self._data: dict[str, Any] = dict(data) if data else {}
+        self._loader = loader
+        self._loaded = loader is None
+        self.accessed = False
+        self.modified = False
+        self.is_new = True
+        self._log: list[tuple[str, str | None]] = []
+        self._cleared = False
+        self._flashes: list[tuple[str, Any]] = []
+        self._flashes_consumed: list[tuple[str, Any]] = []
+        self._flashes_added: list[tuple[str, Any]] = []
+        self._csrf: str | None = None
+        self._user_id: str | None = None
+        self._expiry: float | None = None
+        self._browser_session = False
+        self._rotate = False
+        self._destroyed_keys: list[str] = []
+        self._frozen = False
+        self._token: str | None = None
+        self._stale = False
+        self._key: str | None = None
+        self._entry: Entry | None = None
+        self._loaded_payload: bytes | None = None
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded else "not loaded"
+        return f"<Session {state} keys={sorted(self._data) if self._loaded else '?'}>"
+
+    # -- loading ---------------------------------------------------------------
+
+    def _use(self) -> None:
+        self.accessed = True
+        if not self._loaded:
+            self._loaded = True
+            loader = self._loader
+            if loader is not None:
+                self._loader = None
+                loader(self)
+
+    def _adopt(self, entry: Entry, payload: Payload, key: str) -> None:
+        """Called by the flow with what the store returned."""
+        self._entry = entry
+        self._key = key
+        self._loaded_payload = entry.payload
+        self._data = payload.d
+        self._flashes = list(payload.f)
+        self._csrf = payload.c
+        self._expiry = payload.x
+        self._browser_session = payload.b
+        self._user_id = entry.user_id
+        self.is_new = False
+
+    # -- the mapping -------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._use()
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._use()
+        if type(key) is not str:
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        check_value(key, value)
+        self._data[key] = value
+        self._log.append(("set", key))
+        self.modified = True
+
+    def __delitem__(self, key: str) -> None:
+        self._use()
+        del self._data[key]
+        self._log.append(("delete", key))
+        self.modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        self._use()
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        self._use()
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self._use()
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._use()
+        return self._data.get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._use()
+        if key in self._data:
+            return self._data[key]
+        self[key] = default
+        return default
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        self._use()
+        if key in self._data:
+            value = self._data.pop(key)
+            self._log.append(("delete", key))
+            self.modified = True
+            return value
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def clear(self) -> None:
+        """Remove all data (the user binding, flashes and CSRF token stay)."""
+        self._use()
+        self._data.clear()
+        self._log.append(("clear", None))
+        self._cleared = True
+        self.modified = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow copy of the data, e.g. for ``json.dumps``."""
+        self._use()
+        return dict(self._data)
+
+    @property
+    def changes(self) -> tuple[tuple[str, str | None], ...]:
+        """This request's change log: ``("set", key)``, ``("delete", key)``, ``("clear", None)``."""
+        return tuple(self._log)
+
+    # -- identity ----------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str | None:
+        """The user bound by :meth:`login`, or None."""
+        self._use()
+        return self._user_id
+
+    @property
+    def handle(self) -> str | None:
+        """The short public handle of the stored session (a hash prefix), None until stored."""
+        from .ids import handle_of
+
+        return handle_of(self._key) if self._key else None
+
+    def login(self, user_id: str | int) -> None:
+        """Bind ``user_id``, keep the data, and rotate the id and the CSRF token.
+
+        The old record is deleted when the response starts, so a session id
+        an attacker planted before login is worthless after it.
+        """
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            raise TypeError("login() takes a non-empty str or int user id")
+        self._use()
+        self._check_not_frozen("login()")
+        self._user_id = str(user_id)
+        self._csrf = secrets.token_urlsafe(32)
+        self._rotate = True
+        self.modified = True
+
+    def logout(self) -> None:
+        """Destroy the session: the stored record is deleted and all state is dropped.
+
+        Anything set afterwards in the same request (e.g. a "signed out" flash)
+        goes into a brand-new anonymous session.
+        """
+        self._use()
+        self._check_not_frozen("logout()")
+        self._forget_record()
+        self._data = {}
+        self._flashes = []
+        self._flashes_consumed = []
+        self._flashes_added = []
+        self._csrf = None
+        self._user_id = None
+        self._expiry = None
+        self._browser_session = False
+        self._log.append(("clear", None))
+        self._cleared = True
+        self.modified = True
+
+    def regenerate(self) -> None:
+        """Give the session a new id, keeping everything else (use on privilege change)."""
+        self._use()
+        self._check_not_frozen("regenerate()")
+        self._rotate = True
+        self.modified = True
+
+    def _forget_record(self) -> None:
+        if self._key is not None:
+            self._destroyed_keys.append(self._key)
+        self._key = None
+        self._entry = None
+        self._loaded_payload = None
+        self._rotate = False
+        self.is_new = True
+
+    def _check_not_frozen(self, what: str) -> None:
+        if self._frozen:
+            raise SessionStateError(
+                f"{what} is not possible after the websocket handshake was accepted: the new "
+                "session cookie can no longer reach the browser. Call it before accept()."
+            )
+
+    # -- expiry ------------------------------------------------------------------
+
+    def set_expiry(self, seconds: float | timedelta | None) -> None:
+        """Set this session's idle timeout (remember-me), or None for a browser-session cookie.
+
+        The configured absolute timeout still applies.
+        """
+        self._use()
+        if seconds is None:
+            self._expiry = None
+            self._browser_session = True
+        else:
+            self._expiry = to_seconds(seconds, "set_expiry()")
+            self._browser_session = False
+        self.modified = True
+
+    @property
+    def expiry(self) -> float | None:
+        """The per-session idle timeout set with :meth:`set_expiry`, in seconds."""
+        self._use()
+        return self._expiry
+
+    @property
+    def browser_session(self) -> bool:
+        """True when the cookie is a browser-session cookie (no Max-Age)."""
+        self._use()
+        return self._browser_session
+
+    @property
+    def created(self) -> float | None:
+        """When the stored session was created (epoch seconds), None when new."""
+        self._use()
+        return self._entry.created if self._entry is not None else None
+
+    @property
+    def last_seen(self) -> float | None:
+        self._use()
+        return self._entry.last_seen if self._entry is not None else None
+
+    @property
+    def expires(self) -> float | None:
+        """When the stored session expires if unused (epoch seconds), None when new."""
+        self._use()
+        return self._entry.expires if self._entry is not None else None
+
+    # -- flashes -------------------------------------------------------------------
+
+    def flash(self, message: Any, category: str = "message") -> None:
+        """Queue a message for the next page the user sees."""
+        self._use()
+        check_value("_flashes", message)
+        self._flashes.append((category, message))
+        self._flashes_added.append((category, message))
+        self.modified = True
+
+    def peek_flashes(self, category: str | None = None) -> list[tuple[str, Any]]:
+        """The queued ``(category, message)`` pairs, left in place."""
+        self._use()
+        if category is None:
+            return list(self._flashes)
+        return [f for f in self._flashes if f[0] == category]
+
+    def pop_flashes(self, category: str | None = None) -> list[tuple[str, Any]]:
+        """The queued ``(category, message)`` pairs, removed from the session."""
+        self._use()
+        if category is None:
+            taken, kept = self._flashes, []
+        else:
+            taken = [f for f in self._flashes if f[0] == category]
+            kept = [f for f in self._flashes if f[0] != category]
+        if taken:
+            self._flashes_consumed.extend(taken)
+            self._flashes = kept
+            self.modified = True
+        return taken
+
+    # -- CSRF ----------------------------------------------------------------------
+
+    def csrf_token(self) -> str:
+        """The session's CSRF token, created on first use; put it in forms."""
+        self._use()
+        if self._csrf is None:
+            self._csrf = secrets.token_urlsafe(32)
+            self.modified = True
+        return self._csrf
+
+    def check_csrf(self, token: str | bytes | None) -> bool:
+        """True when ``token`` is this session's CSRF token (constant-time comparison)."""
+        self._use()
+        expected = self._csrf
+        if expected is None or not token:
+            return False
+        if isinstance(token, str):
+            try:
+                token = token.encode("ascii")
+            except UnicodeEncodeError:
+                return False
+        return hmac.compare_digest(expected.encode("ascii"), token)
+
+    # -- state the flow reads ----------------------------------------------------------
+
+    def _is_empty(self) -> bool:
+        return not self._data and not self._user_id and self._csrf is None and not self._flashes

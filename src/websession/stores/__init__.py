@@ -1,0 +1,49 @@
+"""Session stores. Each module holds one store; optional dependencies load only when used.
+
+Import names are stable: ``from websession.stores import SQLiteStore``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import AsyncStore, Entry, InspectableStore, Meta, Store
+from .cookie import CookieStore
+from .memory import AsyncMemoryStore, MemoryStore
+
+if TYPE_CHECKING:
+    from .file import AsyncFileStore, FileStore
+    from .sqlite import AsyncSQLiteStore, SQLiteStore
+
+__all__ = [
+    "AsyncFileStore",
+    "AsyncMemoryStore",
+    "AsyncSQLiteStore",
+    "AsyncStore",
+    "CookieStore",
+    "Entry",
+    "FileStore",
+    "InspectableStore",
+    "MemoryStore",
+    "Meta",
+    "SQLiteStore",
+    "Store",
+]
+
+_LAZY = {
+    "FileStore": ".file",
+    "AsyncFileStore": ".file",
+    "SQLiteStore": ".sqlite",
+    "AsyncSQLiteStore": ".sqlite",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'websession.stores' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,76 @@
+"""store_from_url: build a store from a URL such as ``sqlite:///sessions.db``."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import SessionConfigError
+
+__all__ = ["mask_url", "store_from_url"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return parts._replace(netloc=f"{userinfo}:***@{netloc[1]}").geturl()
+
+
+def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> Any:
+    """Build the store a URL names; ``asynchronous=True`` returns its async form.
+
+    ``memory://``, ``file:///var/lib/sessions``, ``sqlite:///sessions.db``
+    (``?synchronous=full`` for full durability) and ``cookie://`` (signed;
+    ``?encrypt=true`` for AES-GCM; keys from ``secret_keys=`` or the
+    ``WEBSESSION_SECRET_KEY`` environment variable). Extra keyword arguments
+    go to the store's constructor.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise SessionConfigError(f"{url!r} is not a store URL such as 'sqlite:///sessions.db'")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    if scheme == "memory":
+        from .stores.memory import AsyncMemoryStore, MemoryStore
+
+        return AsyncMemoryStore(**options) if asynchronous else MemoryStore(**options)
+    if scheme == "file":
+        from .stores.file import AsyncFileStore, FileStore
+
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise SessionConfigError(f"{url!r}: give a directory, e.g. file:///var/lib/sessions")
+        store = FileStore(path, **options)
+        return AsyncFileStore(store) if asynchronous else store
+    if scheme == "sqlite":
+        from .stores.sqlite import AsyncSQLiteStore, SQLiteStore
+
+        path = unquote(parts.path)
+        if parts.netloc:
+            raise SessionConfigError(
+                f"{url!r}: use three slashes for a relative path (sqlite:///sessions.db) "
+                "or four for an absolute one (sqlite:////var/lib/sessions.db)"
+            )
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise SessionConfigError(f"{url!r}: give a database file, e.g. sqlite:///sessions.db")
+        if "synchronous" in query:
+            options.setdefault("synchronous", query.pop("synchronous").upper())
+        sqlite_store = SQLiteStore(path, **options)
+        return AsyncSQLiteStore(sqlite_store) if asynchronous else sqlite_store
+    if scheme == "cookie":
+        from .stores.cookie import CookieStore
+
+        encrypt = query.get("encrypt", "").lower() in _TRUE
+        options.setdefault("encrypt", encrypt)
+        return CookieStore(**options)
+    raise SessionConfigError(
+        f"unknown store URL scheme {scheme!r} in {mask_url(url)!r}; "
+        "known: memory://, file://, sqlite://, cookie://"
+    )

@@ -1,0 +1,123 @@
+"""WSGI middleware: ``environ["websession.session"]`` for any WSGI app.
+
+The session is loaded on first touch and committed inside ``start_response``,
+before the status line leaves, so nothing is written for a 5xx response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from ._driver import Driver, add_vary
+from .config import SessionConfig
+from .cookies import get_cookie
+from .flow import run_sync
+from .session import Session
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
+
+ENVIRON_KEY = "websession.session"
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class SessionMiddleware:
+    """Give a WSGI app server-side sessions.
+
+    ``store`` is a store object or URL (default: ``config.store``, else
+    ``sqlite:///websession.db``); ``config`` a :class:`~websession.SessionConfig`;
+    extra keyword arguments override config fields, e.g. ``idle_timeout=3600``.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        store: Any = None,
+        config: SessionConfig | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        environ_key: str = ENVIRON_KEY,
+        **fields: Any,
+    ) -> None:
+        self.app = app
+        self._driver = driver = Driver(store, config, fields, asynchronous=False, clock=clock)
+        self.config = driver.config
+        self.store = driver.store
+        self.environ_key = environ_key
+        flow, sync_store = driver.flow, driver.sync_store
+
+        def load(session: Session) -> None:
+            run_sync(flow.load(session), sync_store)
+
+        self._load = load
+
+    def __repr__(self) -> str:
+        return f"SessionMiddleware(app={self.app!r}, store={self.store!r})"
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        driver = self._driver
+        if driver.cookie_transport:
+            token = get_cookie(environ.get("HTTP_COOKIE"), driver.cookie_name)
+        else:
+            token = environ.get("HTTP_" + driver.header_name.upper().replace("-", "_")) or None
+        session = Session(loader=self._load)
+        session._token = token
+        environ[self.environ_key] = session
+
+        def session_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Any:
+            if session.accessed:
+                headers = list(headers)
+                self._commit(session, environ, status, headers)
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        return self.app(environ, session_start_response)
+
+    def _commit(
+        self,
+        session: Session,
+        environ: dict[str, Any],
+        status: str,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        driver = self._driver
+        try:
+            code = int(status[:3])
+        except ValueError:
+            code = 500
+        peer = environ.get("REMOTE_ADDR")
+        outcome = run_sync(
+            driver.flow.commit(
+                session,
+                code,
+                driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
+                environ.get("HTTP_USER_AGENT"),
+            ),
+            driver.sync_store,
+        )
+        add_vary(headers, "Cookie" if driver.cookie_transport else driver.header_name)
+        if outcome.token is not None or outcome.clear:
+            secure = driver.secure(
+                environ.get("wsgi.url_scheme", "http"), peer, environ.get("HTTP_X_FORWARDED_PROTO")
+            )
+            headers.extend(driver.response_headers(outcome, secure))
+
+
+def get_session(environ: dict[str, Any]) -> Session:
+    """The session of a request handled by :class:`SessionMiddleware`."""
+    try:
+        session: Session = environ[ENVIRON_KEY]
+    except KeyError:
+        from .errors import SessionStateError
+
+        raise SessionStateError(
+            "no session in this request: wrap the app in websession.wsgi.SessionMiddleware"
+        ) from None
+    return session
