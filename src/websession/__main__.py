@@ -1,0 +1,5 @@
+"""``python -m websession`` runs the ``websession`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,397 @@
+"""SQLiteStore: the embedded default store, standard-library ``sqlite3`` only.
+
+WAL journal mode with ``synchronous=NORMAL`` by default: a power loss may drop
+the last few commits but never corrupts the file, and a commit costs no
+fsync. ``synchronous="FULL"`` makes every commit durable. Readers never block
+the writer and vice versa, so many threads and processes on one host can
+share one database file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+
+from ..errors import Conflict, Gone, SessionConfigError, StoreUnavailable
+from .base import Clock, Entry, InlineAsyncStore, Meta, check_limit, default_clock
+
+__all__ = ["AsyncSQLiteStore", "SQLiteStore"]
+
+_SYNCHRONOUS = ("NORMAL", "FULL")
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_COLUMNS = "payload, version, created, last_seen, expires, user_id, ip, user_agent"
+# CAST: a row written by something else may hold TEXT; the store still hands
+# out bytes and leaves judging them to the payload codec.
+_SELECT = "CAST(payload AS BLOB), version, created, last_seen, expires, user_id, ip, user_agent"
+
+#: Bumped in a forked child, so it opens its own connections instead of
+#: sharing the parent's (an SQLite connection must not cross a fork).
+_fork_generation = 0
+
+
+def _after_fork() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class _Statements:
+    """Every SQL string the store runs, rendered once per store for one table.
+
+    The table name is the only text spliced in: it is checked against
+    ``_TABLE_RE`` and double-quoted; every value travels as a parameter.
+    """
+
+    def __init__(self, table: str) -> None:
+        def render(template: str) -> str:
+            for placeholder, text in (("$S", _SELECT), ("$C", _COLUMNS), ("$T", f'"{table}"')):
+                template = template.replace(placeholder, text)
+            return template.replace("$N", table)
+
+        self.schema = (
+            render(
+                "CREATE TABLE IF NOT EXISTS $T (key TEXT PRIMARY KEY, payload BLOB NOT NULL, "
+                "version INTEGER NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL, "
+                "expires REAL NOT NULL, user_id TEXT, ip TEXT, user_agent TEXT)"
+            ),
+            render('CREATE INDEX IF NOT EXISTS "$N_expires" ON $T (expires)'),
+            render('CREATE INDEX IF NOT EXISTS "$N_user_id" ON $T (user_id)'),
+        )
+        self.load = render("SELECT $S FROM $T WHERE key = ? AND expires > ?")
+        # One statement creates, and also takes over a key whose row has expired;
+        # the WHERE leaves a live row alone, which shows as rowcount 0 (Conflict).
+        self.create = render(
+            "INSERT INTO $T (key, $C) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, version = 1, "
+            "created = excluded.created, last_seen = excluded.last_seen, "
+            "expires = excluded.expires, user_id = excluded.user_id, ip = excluded.ip, "
+            "user_agent = excluded.user_agent WHERE $T.expires <= ?"
+        )
+        self.update = render(
+            "UPDATE $T SET payload = ?, version = version + 1, created = ?, last_seen = ?, "
+            "expires = ?, user_id = ?, ip = ?, user_agent = ? "
+            "WHERE key = ? AND version = ? AND expires > ?"
+        )
+        self.live_version = render("SELECT version FROM $T WHERE key = ? AND expires > ?")
+        self.touch = render(
+            "UPDATE $T SET expires = ?, last_seen = ? WHERE key = ? AND expires > ?"
+        )
+        self.delete = render("DELETE FROM $T WHERE key = ?")
+        self.delete_expired = render(
+            "DELETE FROM $T WHERE key IN (SELECT key FROM $T WHERE expires <= ? LIMIT ?)"
+        )
+        self.entries = render("SELECT key, $S FROM $T WHERE expires > ?")
+
+
+class _Local(threading.local):
+    connection: sqlite3.Connection | None = None
+    generation = -1
+
+
+class SQLiteStore:
+    """Sessions in an SQLite database file at ``path``; the table is created on first use.
+
+    Each thread uses its own connection (opened on its first call);
+    :meth:`close` closes the calling thread's one. ``timeout`` is how long a
+    writer waits for another's lock before the call fails with
+    :class:`~websession.errors.StoreUnavailable`.
+    """
+
+    inline = True
+    max_payload_size: int | None = None
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        table: str = "websession_sessions",
+        clock: Clock = default_clock,
+        timeout: float = 30.0,
+    ) -> None:
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path:
+            raise SessionConfigError("SQLiteStore needs a database file path, e.g. 'sessions.db'")
+        if path == ":memory:":
+            raise SessionConfigError(
+                f"SQLiteStore cannot use {path!r}: each thread has its own connection, so an "
+                "in-memory database would not be shared; use a file, or memory:// (MemoryStore)"
+            )
+        if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
+            raise SessionConfigError(
+                f"SQLiteStore option synchronous={synchronous!r} is not supported; "
+                "use 'NORMAL' (the default) or 'FULL'"
+            )
+        if not isinstance(table, str) or _TABLE_RE.fullmatch(table) is None:
+            raise SessionConfigError(
+                f"SQLiteStore option table={table!r} is not a plain SQL identifier "
+                "(letters, digits and underscores, not starting with a digit)"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise SessionConfigError(f"SQLiteStore option timeout={timeout!r} must be seconds >= 0")
+        self.path = os.path.abspath(path)
+        self.synchronous = synchronous.upper()
+        self.table = table
+        self.timeout = float(timeout)
+        self._clock = clock
+        self._local = _Local()
+        sql = _Statements(table)
+        self._sql_schema = sql.schema
+        self._sql_load = sql.load
+        self._sql_create = sql.create
+        self._sql_update = sql.update
+        self._sql_live_version = sql.live_version
+        self._sql_touch = sql.touch
+        self._sql_delete = sql.delete
+        self._sql_delete_expired = sql.delete_expired
+        self._sql_entries = sql.entries
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
+
+    # -- connections -----------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        conn = local.connection
+        if conn is not None and local.generation == _fork_generation:
+            return conn
+        return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        local = self._local
+        # A connection inherited through fork is dropped, never closed: closing
+        # it would disturb the parent's locks on the shared file.
+        local.connection = None
+        if not os.path.exists(self.path):
+            # Created 0600 up front: SQLite would honour only the umask, and the
+            # WAL and shared-memory files copy the database file's permissions.
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise self._unavailable(exc) from exc
+            else:
+                os.close(fd)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreUnavailable(
+                    f"{self!r}: the database refused WAL journal mode (got {mode!r})"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            for statement in self._sql_schema:
+                conn.execute(statement)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        local.connection = conn
+        local.generation = _fork_generation
+        return conn
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"{self!r} failed: {exc}")
+
+    def close(self) -> None:
+        """Close the calling thread's connection; the next call opens a new one."""
+        local = self._local
+        conn = local.connection
+        local.connection = None
+        if conn is not None and local.generation == _fork_generation:
+            conn.close()
+
+    # -- the store protocol ----------------------------------------------------
+
+    def load(self, key: str) -> Entry | None:
+        """The live entry for ``key``; None when unknown or expired. One SELECT."""
+        try:
+            row = self._connection().execute(self._sql_load, (key, self._clock())).fetchone()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        if row is None:
+            return None
+        return Entry(*row)
+
+    def save(
+        self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        """Compare-and-swap write in one statement (see :class:`~.base.Store`)."""
+        now = self._clock()
+        try:
+            conn = self._connection()
+            if ttl <= 0:
+                return self._save_deleting(conn, key, expected_version, now)
+            if expected_version is None:
+                cursor = conn.execute(
+                    self._sql_create,
+                    (
+                        key, payload, meta.created, meta.last_seen, now + ttl,
+                        meta.user_id, meta.ip, meta.user_agent, now,
+                    ),
+                )  # fmt: skip
+                if cursor.rowcount != 1:
+                    raise Conflict("a session with this key already exists")
+                return 1
+            cursor = conn.execute(
+                self._sql_update,
+                (
+                    payload, meta.created, meta.last_seen, now + ttl, meta.user_id, meta.ip,
+                    meta.user_agent, key, expected_version, now,
+                ),
+            )  # fmt: skip
+            if cursor.rowcount == 1:
+                return expected_version + 1
+            # The update already failed; this read only tells the caller why. Its
+            # answer may be a moment newer than the update's, which is harmless:
+            # either way this request's save is refused.
+            live = conn.execute(self._sql_live_version, (key, now)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        if live is None:
+            raise Gone("the session was deleted meanwhile")
+        raise Conflict("the session was saved by another request")
+
+    def _save_deleting(
+        self, conn: sqlite3.Connection, key: str, expected_version: int | None, now: float
+    ) -> int:
+        # A save with ttl <= 0 still checks the version first (same answers as
+        # any save), then deletes: a read-then-write, hence BEGIN IMMEDIATE.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(self._sql_live_version, (key, now)).fetchone()
+            if expected_version is None:
+                if row is not None:
+                    raise Conflict("a session with this key already exists")
+                version = 1
+            elif row is None:
+                raise Gone("the session was deleted meanwhile")
+            elif row[0] != expected_version:
+                raise Conflict("the session was saved by another request")
+            else:
+                version = expected_version + 1
+            conn.execute(self._sql_delete, (key,))
+        except BaseException:
+            # SQLite may already have rolled back on its own (e.g. disk full).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return version
+
+    def touch(self, key: str, ttl: float) -> bool:
+        """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
+        now = self._clock()
+        try:
+            conn = self._connection()
+            if ttl <= 0:
+                conn.execute(self._sql_delete, (key,))
+                return False
+            cursor = conn.execute(self._sql_touch, (now + ttl, now, key, now))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return cursor.rowcount == 1
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when absent)."""
+        try:
+            self._connection().execute(self._sql_delete, (key,))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def delete_expired(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired rows in one statement; return how many went."""
+        check_limit(limit)
+        try:
+            cursor = self._connection().execute(self._sql_delete_expired, (self._clock(), limit))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return cursor.rowcount
+
+    def entries(
+        self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, Entry]]:
+        """Live entries whose key starts with ``prefix`` (and belong to ``user_id``).
+
+        Newest ``last_seen`` first; uses the primary key or the user_id index.
+        """
+        sql = self._sql_entries
+        params: list[object] = [self._clock()]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        if prefix:
+            # A range on the primary key instead of LIKE, which would scan (and
+            # would treat % and _ in the prefix as wildcards).
+            sql += " AND key >= ?"
+            params.append(prefix)
+            upper = _prefix_upper_bound(prefix)
+            if upper is not None:
+                sql += " AND key < ?"
+                params.append(upper)
+        sql += " ORDER BY last_seen DESC LIMIT ?"
+        params.append(-1 if limit is None else limit)
+        try:
+            # Fetched in full before yielding: an open cursor would pin a read
+            # transaction (and the WAL) for as long as the caller iterates.
+            rows = self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        for row in rows:
+            if row[0].startswith(prefix):
+                yield row[0], Entry(*row[1:])
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``, if any.
+
+    SQLite compares TEXT as UTF-8 bytes, which orders like code points.
+    """
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return None
+    following = last + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return prefix[:-1] + chr(following)
+
+
+class AsyncSQLiteStore(InlineAsyncStore):
+    """Async form of :class:`SQLiteStore`.
+
+    Runs inline on the event loop: a local SQLite call takes microseconds,
+    less than a thread hop would.
+    """
+
+    sync: SQLiteStore
+
+    def __init__(
+        self,
+        store: SQLiteStore | str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        table: str = "websession_sessions",
+        clock: Clock = default_clock,
+        timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(store, SQLiteStore):
+            store = SQLiteStore(
+                store, synchronous=synchronous, table=table, clock=clock, timeout=timeout
+            )
+        super().__init__(store)
+
+    def close(self) -> None:
+        """Close the calling thread's connection (see :meth:`SQLiteStore.close`)."""
+        self.sync.close()
