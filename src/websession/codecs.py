@@ -1,7 +1,8 @@
 """Codecs: the payload format, signing and encryption.
 
 The payload is msgspec JSON. Values JSON cannot represent exactly (tuple, set,
-bytes, datetime, date, time, timedelta, UUID, Decimal, and registered types)
+bytes, datetime, date, time, timedelta, UUID, Decimal, NaN and infinite floats,
+and registered types)
 are written as ``{"\\u0000t": [tag, value]}`` and come back as the same type.
 pickle is never used, not even as a fallback: a payload is data, not code.
 """
@@ -13,6 +14,7 @@ import binascii
 import contextlib
 import datetime as dt
 import hashlib
+import math
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -76,7 +78,7 @@ _any_decoder = msgspec.json.Decoder()
 # tag -> (type, to_json, from_json) for types a user registers.
 _custom: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {}
 _custom_by_type: dict[type, str] = {}
-_BUILTIN_TAGS = frozenset({"t", "s", "fs", "b", "dt", "d", "tm", "td", "u", "dec", "o"})
+_BUILTIN_TAGS = frozenset({"t", "s", "fs", "b", "dt", "d", "tm", "td", "u", "dec", "o", "f"})
 
 
 def register_type(
@@ -105,6 +107,9 @@ def _tag(value: Any) -> Any:
     """Return ``value`` in JSON-safe tagged form; the same object when nothing changes."""
     t = type(value)
     if t in _PLAIN:
+        # JSON has no NaN or Infinity (msgspec writes null); tag them so they come back.
+        if t is float and not math.isfinite(value):
+            return _tagged("f", repr(value))
         return value
     if t is dict:
         out: dict[str, Any] | None = None
@@ -198,6 +203,8 @@ def _from_tag(tag: str, inner: Any) -> Any:
         return uuid.UUID(inner)
     if tag == "dec":
         return Decimal(inner)
+    if tag == "f":
+        return float(inner)
     custom = _custom.get(tag)
     if custom is not None:
         return custom[2](_untag(inner))
@@ -219,7 +226,7 @@ def decode_value(raw: bytes) -> Any:
 
 def check_value(key: str, value: Any) -> None:
     """Raise :class:`UnserializableValue` now if ``value`` could not be stored later."""
-    if type(value) in _PLAIN:
+    if type(value) in _PLAIN and type(value) is not float:
         return
     try:
         _tag(value)
@@ -231,7 +238,14 @@ def encode_payload(payload: Payload) -> bytes:
     """Encode a payload; on failure name the offending key."""
     try:
         data = _tag(payload.d)
-        flashes = _tag(payload.f) if payload.f else payload.f
+        # Only the messages are tagged: a flash must stay a [category, message] pair.
+        flashes = payload.f
+        for i, (category, message) in enumerate(payload.f):
+            tagged = _tag(message)
+            if tagged is not message:
+                if flashes is payload.f:
+                    flashes = list(payload.f)
+                flashes[i] = (category, tagged)
         if data is payload.d and flashes is payload.f:
             return _encoder.encode(payload)
         return _encoder.encode(
@@ -253,7 +267,16 @@ def decode_payload(raw: bytes) -> Payload:
             payload.d = _untag(payload.d)
             if payload.f:
                 payload.f = [(c, _untag(m)) for c, m in payload.f]
-    except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+    except (
+        msgspec.DecodeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        ArithmeticError,  # decimal.InvalidOperation, OverflowError from timedelta
+        RecursionError,
+    ) as exc:
         raise DecodeError(f"undecodable session payload: {exc}") from None
     return payload
 

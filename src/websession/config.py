@@ -109,8 +109,16 @@ class SessionConfig:
             raise SessionConfigError(
                 f"cookie_name={name!r} is not a valid cookie name: use letters, digits and - _ ."
             )
-        if not isinstance(self.cookie_path, str) or not self.cookie_path.startswith("/"):
-            raise SessionConfigError(f"cookie_path={self.cookie_path!r} must start with '/'")
+        path = self.cookie_path
+        # ';' or a control character would inject attributes or headers into Set-Cookie.
+        if (
+            not isinstance(path, str)
+            or not path.startswith("/")
+            or any(c == ";" or ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+        ):
+            raise SessionConfigError(
+                f"cookie_path={path!r} must start with '/' and hold no ';' or control characters"
+            )
         if self.cookie_domain is not None and (
             not isinstance(self.cookie_domain, str)
             or not self.cookie_domain
@@ -163,9 +171,15 @@ class SessionConfig:
         proxies: Any = self.trusted_proxies
         if isinstance(proxies, str):
             proxies = tuple(p for p in proxies.replace(",", " ").split() if p)
+        if not isinstance(proxies, list | tuple | set | frozenset):
+            raise SessionConfigError(
+                f"trusted_proxies={proxies!r}: give a list of IP addresses or networks"
+            )
         proxies = tuple(proxies)
         for proxy in proxies:
             try:
+                if not isinstance(proxy, str):
+                    raise ValueError(proxy)
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise SessionConfigError(
@@ -253,7 +267,10 @@ def _from_text(key: str, value: str) -> Any:
     text = value.strip()
     if key == "cookie_secure":
         return "auto" if text.lower() == "auto" else _to_bool(text, key)
-    if key in ("cookie_domain", "cookie_samesite", "absolute_timeout", "store"):
+    if key == "cookie_samesite":
+        # "None" in a settings file means the SameSite=None attribute, as in Django's settings.
+        return text or None
+    if key in ("cookie_domain", "absolute_timeout", "store"):
         return None if text.lower() in ("", "none") else text
     if key == "trusted_proxies":
         return tuple(p for p in text.replace(",", " ").split() if p)

@@ -317,6 +317,9 @@ class Session(MutableMapping[str, Any]):
     def flash(self, message: Any, category: str = "message") -> None:
         """Queue a message for the next page the user sees."""
         self._use()
+        if type(category) is not str:
+            # The payload format stores [str, message]; anything else would not load again.
+            raise TypeError(f"flash category must be str, not {type(category).__name__}")
         check_value("_flashes", message)
         self._flashes.append((category, message))
         self._flashes_added.append((category, message))
@@ -357,7 +360,7 @@ class Session(MutableMapping[str, Any]):
         """True when ``token`` is this session's CSRF token (constant-time comparison)."""
         self._use()
         expected = self._csrf
-        if expected is None or not token:
+        if expected is None or not token or not isinstance(token, str | bytes):
             return False
         if isinstance(token, str):
             try:
