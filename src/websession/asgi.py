@@ -80,7 +80,8 @@ class SessionMiddleware:
         driver = self._driver
         if driver.cookie_transport:
             token = _header(scope, b"cookie")
-            token = get_cookie(token, driver.cookie_name) if token else None
+            # An empty value (a half-deleted cookie) is no session, not an attack to log.
+            token = (get_cookie(token, driver.cookie_name) or None) if token else None
         else:
             token = _header(scope, self._header_key) or None
         if self._inline:

@@ -256,10 +256,11 @@ class Flow:
         """Decide what reaches the store once the response status is known; returns an Outcome."""
         if not session.accessed or status >= 500:
             return NOTHING
+        if self._client is not None:
+            # A cookie session has no server record to delete (and no store to ask).
+            return self._commit_client(session)
         for old_key in session._destroyed_keys:
             yield Delete(old_key)
-        if self._client is not None:
-            return self._commit_client(session)
         entry = session._entry
         if session._is_empty():
             if entry is not None:

@@ -61,7 +61,8 @@ class SessionMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         driver = self._driver
         if driver.cookie_transport:
-            token = get_cookie(environ.get("HTTP_COOKIE"), driver.cookie_name)
+            # An empty value (a half-deleted cookie) is no session, not an attack to log.
+            token = get_cookie(environ.get("HTTP_COOKIE"), driver.cookie_name) or None
         else:
             token = environ.get("HTTP_" + driver.header_name.upper().replace("-", "_")) or None
         session = Session(loader=self._load)
