@@ -115,7 +115,7 @@ async def test_starlette_middleware_list_form() -> None:
     app = Starlette(
         routes=[Route("/", counter)],
         # mypy rejects this line: `**fields: Any` defeats Starlette's ParamSpec (see report).
-        middleware=[Middleware(SessionMiddleware, store=MemoryStore(), cookie_name="sid")],  # type: ignore[arg-type]
+        middleware=[Middleware(SessionMiddleware, store=MemoryStore(), cookie_name="sid")],
     )
     async with async_client(app) as client:
         response = await client.get("/")

@@ -8,10 +8,10 @@ Pure ASGI: it wraps ``send`` and commits the session when the response starts
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Unpack
 
 from ._driver import Driver, add_vary
-from .config import SessionConfig
+from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .flow import run_async, run_sync
 from .session import Session
@@ -53,7 +53,7 @@ class SessionMiddleware:
         *,
         clock: Callable[[], float] | None = None,
         scope_key: str = "session",
-        **fields: Any,
+        **fields: Unpack[SessionFields],
     ) -> None:
         self.app = app
         self._driver = driver = Driver(store, config, fields, asynchronous=True, clock=clock)

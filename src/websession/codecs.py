@@ -103,9 +103,20 @@ def _tagged(tag: str, value: Any) -> dict[str, Any]:
     return {TAG: [tag, value]}
 
 
+_SAFE = frozenset({str, int, bool, type(None)})
+_all_safe = _SAFE.issuperset
+_all_str = frozenset({str}).issuperset
+
+
 def _tag(value: Any) -> Any:
     """Return ``value`` in JSON-safe tagged form; the same object when nothing changes."""
     t = type(value)
+    # Fast path, at C speed: a flat container of str/int/bool/None needs no tagging.
+    if t is dict:
+        if _all_safe(map(type, value.values())) and _all_str(map(type, value)):
+            return _tagged("o", value) if len(value) == 1 and TAG in value else value
+    elif t is list and _all_safe(map(type, value)):
+        return value
     if t in _PLAIN:
         # JSON has no NaN or Infinity (msgspec writes null); tag them so they come back.
         if t is float and not math.isfinite(value):
@@ -116,6 +127,8 @@ def _tag(value: Any) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise TypeError(f"dict key {k!r} is not a str")
+            if type(v) in _SAFE:
+                continue
             new = _tag(v)
             if new is not v:
                 if out is None:
@@ -128,6 +141,8 @@ def _tag(value: Any) -> Any:
     if t is list:
         items: list[Any] | None = None
         for i, v in enumerate(value):
+            if type(v) in _SAFE:
+                continue
             new = _tag(v)
             if new is not v:
                 if items is None:

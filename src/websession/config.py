@@ -7,11 +7,11 @@ import ipaddress
 import math
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from .errors import SessionConfigError
 
-__all__ = ["Duration", "SessionConfig", "to_seconds"]
+__all__ = ["Duration", "SessionConfig", "SessionFields", "to_seconds"]
 
 Duration = int | float | timedelta
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -261,6 +261,32 @@ class SessionConfig:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(SessionConfig))
+
+
+class SessionFields(TypedDict, total=False):
+    """The fields of :class:`SessionConfig` (but ``store``, a parameter of its own) as
+    keyword arguments of the middlewares.
+
+    Typed so that a misspelt setting is a type error, and so that Starlette's
+    ``Middleware(SessionMiddleware, ...)`` type-checks (a bare ``**kwargs: Any``
+    defeats its ParamSpec).
+    """
+
+    cookie_name: str
+    cookie_path: str
+    cookie_domain: str | None
+    cookie_secure: bool | Literal["auto"]
+    cookie_httponly: bool
+    cookie_samesite: str | None
+    cookie_partitioned: bool
+    idle_timeout: Duration
+    absolute_timeout: Duration | None
+    touch_interval: Duration
+    transport: Literal["cookie", "header"]
+    header_name: str
+    trusted_proxies: tuple[str, ...] | list[str] | str
+    max_payload_bytes: int
+    conflict_retries: int
 
 
 def _from_text(key: str, value: str) -> Any:

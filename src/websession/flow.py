@@ -288,8 +288,10 @@ class Flow:
             return Outcome(token, max_age)
 
         key = session._key or ""
-        payload = self._encode(session)
-        if payload != session._loaded_payload:
+        # Nothing set and no mutable value handed out: the payload cannot differ.
+        changed = session.modified or session._exposed
+        payload = self._encode(session) if changed else (session._loaded_payload or b"")
+        if changed and payload != session._loaded_payload:
             base_version = entry.version
             for _attempt in range(self._retries + 1):
                 meta = Meta(entry.created, now, entry.user_id, ip, user_agent)
@@ -334,6 +336,13 @@ class Flow:
         ttl = self._ttl(session, created, now)
         if ttl <= 0:
             return CLEAR
+        if (
+            entry is not None
+            and not session._rotate
+            and not (session.modified or session._exposed)
+            and now - entry.last_seen < self._touch
+        ):
+            return NOTHING
         payload = self._encode(session, check_limit=False)
         if (
             entry is not None

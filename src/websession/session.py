@@ -10,8 +10,10 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable, Iterator, MutableMapping
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from .codecs import check_value
 from .config import to_seconds
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 _MISSING: Any = object()
+# Values that cannot change in place: reading them never forces an encode at commit.
+_IMMUTABLE = frozenset(
+    {str, int, float, bool, type(None), bytes, datetime, date, time, timedelta, UUID, Decimal}
+)
 
 
 class Session(MutableMapping[str, Any]):
@@ -44,6 +50,7 @@ class Session(MutableMapping[str, Any]):
         "_destroyed_keys",
         "_entry",
         "_expiry",
+        "_exposed",
         "_flashes",
         "_flashes_added",
         "_flashes_consumed",
@@ -73,6 +80,10 @@ class Session(MutableMapping[str, Any]):
         self._loaded = loader is None
         self.accessed = False
         self.modified = False
+        # True once a mutable value (list, dict...) was handed out: it may be changed
+        # in place, so the commit must encode and compare. Code that reaches into
+        # ``_data`` directly must set it too.
+        self._exposed = False
         self.is_new = True
         self._log: list[tuple[str, str | None]] = []
         self._cleared = False
@@ -124,7 +135,10 @@ class Session(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._use()
-        return self._data[key]
+        value = self._data[key]
+        if type(value) not in _IMMUTABLE:
+            self._exposed = True
+        return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._use()
@@ -155,12 +169,15 @@ class Session(MutableMapping[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         self._use()
-        return self._data.get(key, default)
+        value = self._data.get(key, default)
+        if type(value) not in _IMMUTABLE:
+            self._exposed = True
+        return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         self._use()
         if key in self._data:
-            return self._data[key]
+            return self[key]
         self[key] = default
         return default
 
@@ -186,6 +203,7 @@ class Session(MutableMapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy of the data, e.g. for ``json.dumps``."""
         self._use()
+        self._exposed = True
         return dict(self._data)
 
     @property

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from ._driver import Driver, add_vary
-from .config import SessionConfig
+from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .flow import run_sync
 from .session import Session
@@ -41,7 +41,7 @@ class SessionMiddleware:
         *,
         clock: Callable[[], float] | None = None,
         environ_key: str = ENVIRON_KEY,
-        **fields: Any,
+        **fields: Unpack[SessionFields],
     ) -> None:
         self.app = app
         self._driver = driver = Driver(store, config, fields, asynchronous=False, clock=clock)

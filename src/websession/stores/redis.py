@@ -1,0 +1,541 @@
+"""RedisStore and AsyncRedisStore: sessions in Redis, expiry by Redis' own TTL.
+
+Record layout: one HASH per session at ``<prefix><key>`` with the fields
+``p`` (payload bytes), ``v`` (version), ``c`` (created), ``s`` (last seen),
+and ``u``, ``i``, ``a`` (user id, IP, user agent; absent when None). Chosen
+over one packed string value because:
+
+- ``touch`` rewrites one small field (``HSET s``) instead of the whole
+  payload, and the compare-and-swap reads only the version (``HGET v``),
+  never the payload;
+- the metadata stays readable with ``redis-cli HGETALL`` and needs no
+  private binary format that every future client must parse;
+- a packed value would still need a script to read ``PTTL`` with it, so it
+  would not save the load round trip either.
+
+Every operation is one round trip: ``load``, ``save`` and ``touch`` are Lua
+scripts called by ``EVALSHA`` (one ``EVAL`` after the server lost its script
+cache, which also re-caches them); ``delete`` is one ``DEL``. Each script
+touches exactly one key, so the same calls work on Redis Cluster, where the
+client routes them by key. The client is injected (or built from a URL), so
+Cluster and Sentinel clients plug in without another store class.
+
+Expiry is native: every write sets ``PEXPIRE`` in the same script, Redis
+drops the key when it ends, and the entry's ``expires`` is the store clock's
+now plus the remaining ``PTTL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
+from ..urls import mask_url
+from .base import Clock, Entry, Meta, check_limit, default_clock
+
+__all__ = ["AsyncRedisStore", "RedisStore"]
+
+#: Redis' largest string value (proto-max-bulk-len's default).
+MAX_PAYLOAD_SIZE = 512 * 1024 * 1024
+DEFAULT_TIMEOUT = 2.0
+
+_FIELDS = ("p", "v", "c", "s", "u", "i", "a")
+_CONFLICT = -1
+_GONE = -2
+_EXISTS = -3
+# Errors that mean "cannot serve right now" rather than "bad request" (BusyLoadingError,
+# "LOADING", is a ConnectionError).
+_UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    MasterDownError,
+    ClusterDownError,
+    TryAgainError,
+)
+
+
+class _Script:
+    """A Lua script and its SHA1, the name ``EVALSHA`` knows it by."""
+
+    __slots__ = ("body", "sha")
+
+    def __init__(self, body: str) -> None:
+        self.body = body.strip()
+        self.sha = hashlib.sha1(self.body.encode(), usedforsecurity=False).hexdigest()
+
+
+# KEYS[1] = session key. Replies nil, or the 7 fields (missing ones nil) and PTTL.
+_LOAD = _Script("""
+local r = redis.call('HMGET', KEYS[1], 'p', 'v', 'c', 's', 'u', 'i', 'a')
+if not r[1] then return false end
+r[8] = redis.call('PTTL', KEYS[1])
+return r
+""")
+
+# ARGV: expected version ('' = create), TTL in ms ('0' = delete), payload,
+# created, last seen, presence mask of u/i/a ('101'), then u, i, a.
+# Replies the new version, or -1 (stale version), -2 (gone), -3 (exists on create).
+_SAVE = _Script("""
+local key = KEYS[1]
+local current = redis.call('HGET', key, 'v')
+local version
+if ARGV[1] == '' then
+  if current then return -3 end
+  version = 1
+elseif not current then
+  return -2
+elseif current ~= ARGV[1] then
+  return -1
+else
+  version = tonumber(current) + 1
+end
+if ARGV[2] == '0' then
+  if current then redis.call('DEL', key) end
+  return version
+end
+local set = {'p', ARGV[3], 'v', version, 'c', ARGV[4], 's', ARGV[5]}
+local absent = {}
+local names = {'u', 'i', 'a'}
+for n = 1, 3 do
+  if string.sub(ARGV[6], n, n) == '1' then
+    set[#set + 1] = names[n]
+    set[#set + 1] = ARGV[6 + n]
+  else
+    absent[#absent + 1] = names[n]
+  end
+end
+if current and #absent > 0 then redis.call('HDEL', key, unpack(absent)) end
+redis.call('HSET', key, unpack(set))
+redis.call('PEXPIRE', key, ARGV[2])
+return version
+""")
+
+# ARGV: TTL in ms, last seen. PEXPIRE answers 0 for a missing key and then
+# changes nothing, so a gone session is never re-created by HSET.
+_TOUCH = _Script("""
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[2])
+return 1
+""")
+
+
+def _ttl_ms(ttl: float) -> bytes:
+    """``ttl`` seconds as whole milliseconds, rounded up so a TTL is never shortened."""
+    if ttl <= 0:
+        return b"0"
+    return str(max(1, math.ceil(ttl * 1000))).encode()
+
+
+def _text(value: str | None) -> bytes:
+    return b"" if value is None else value.encode()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _describe_client(client: Any) -> str:
+    """A password-free URL-like name for a client the user built, for error messages."""
+    kwargs: Mapping[str, Any] | None = getattr(
+        getattr(client, "connection_pool", None), "connection_kwargs", None
+    )
+    if not isinstance(kwargs, Mapping):
+        return f"<{type(client).__name__}>"
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+class _RedisCommon:
+    """What the sync and async stores share: configuration, encoding and decoding of replies.
+
+    The I/O methods live in the two subclasses and differ only by ``await``.
+    """
+
+    inline = False
+    max_payload_size: int | None = MAX_PAYLOAD_SIZE
+    #: The redis-py flavour (sync or asyncio) of clients built from a URL.
+    _client_module: Any = redis
+    _retry_module: Any = redis.retry
+
+    def __init__(
+        self,
+        client_or_url: Any,
+        *,
+        prefix: str = "websession:",
+        clock: Clock = default_clock,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
+        **client_options: Any,
+    ) -> None:
+        kind = type(self).__name__
+        if isinstance(client_or_url, str):
+            url, query_prefix = _split_prefix(client_or_url)
+            if query_prefix is not None:
+                prefix = query_prefix
+            self.url = mask_url(url)
+            options: dict[str, Any] = {
+                "socket_timeout": _seconds(kind, "socket_timeout", socket_timeout),
+                "socket_connect_timeout": _seconds(
+                    kind, "socket_connect_timeout", socket_connect_timeout
+                ),
+                # One immediate retry on a broken connection (e.g. a server
+                # restart); never on a timeout, and never the library's default
+                # ten with back-off, which would hold a request for seconds.
+                "retry": self._retry_module.Retry(
+                    NoBackoff(), 1, supported_errors=(RedisConnectionError,)
+                ),
+            }
+            options.update(client_options)
+            if options.get("decode_responses"):
+                raise SessionConfigError(f"{kind} needs decode_responses=False: payloads are bytes")
+            try:
+                self.client = self._client_module.Redis.from_url(url, **options)
+            except ValueError as exc:
+                raise SessionConfigError(f"{kind}: bad Redis URL {self.url!r}: {exc}") from None
+            self._owned = True
+        else:
+            if socket_timeout is not None or socket_connect_timeout is not None or client_options:
+                raise SessionConfigError(
+                    f"{kind}: timeouts and client options apply only to a client built from a "
+                    "URL; set them on the client you pass"
+                )
+            self._check_client(client_or_url)
+            self.client = client_or_url
+            self.url = _describe_client(client_or_url)
+            self._owned = False
+        if not isinstance(prefix, str):
+            raise SessionConfigError(f"{kind} option prefix={prefix!r} must be a string")
+        self.prefix = prefix
+        self._prefix = prefix.encode()
+        self._clock = clock
+
+    def _check_client(self, client: Any) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, prefix={self.prefix!r})"
+
+    def _key(self, key: str) -> bytes:
+        return self._prefix + key.encode()
+
+    def _error(self, exc: RedisError) -> StoreError:
+        if isinstance(exc, _UNAVAILABLE) or (
+            isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
+        ):
+            return StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}")
+        return StoreError(f"Redis at {self.url} refused a session command: {exc}")
+
+    @staticmethod
+    def _save_args(
+        payload: bytes, expected_version: int | None, ttl: float, meta: Meta
+    ) -> tuple[bytes, ...]:
+        return (
+            b"" if expected_version is None else str(expected_version).encode(),
+            _ttl_ms(ttl),
+            payload,
+            repr(float(meta.created)).encode(),
+            repr(float(meta.last_seen)).encode(),
+            b"".join(b"0" if v is None else b"1" for v in (meta.user_id, meta.ip, meta.user_agent)),
+            _text(meta.user_id),
+            _text(meta.ip),
+            _text(meta.user_agent),
+        )
+
+    @staticmethod
+    def _saved(reply: Any) -> int:
+        version = int(reply)
+        if version > 0:
+            return version
+        if version == _GONE:
+            raise Gone("the session was deleted meanwhile")
+        if version == _EXISTS:
+            raise Conflict("a session with this key already exists")
+        if version == _CONFLICT:
+            raise Conflict("the session was saved by another request")
+        raise StoreError(f"the save script answered {reply!r}, which this version cannot read")
+
+    def _entry(self, reply: Any) -> Entry | None:
+        if reply is None:
+            return None
+        payload, version, created, last_seen, user_id, ip, user_agent, pttl = reply
+        pttl = int(pttl)
+        if pttl == -2:
+            return None
+        # -1: someone removed the TTL by hand; the session then lives until deleted.
+        expires = math.inf if pttl < 0 else self._clock() + pttl / 1000
+        return Entry(
+            bytes(payload),
+            int(version),
+            float(created),
+            float(last_seen),
+            expires,
+            None if user_id is None else bytes(user_id).decode(),
+            None if ip is None else bytes(ip).decode(),
+            None if user_agent is None else bytes(user_agent).decode(),
+        )
+
+    def _matches(self, prefix: str) -> str:
+        return _glob_escape(self.prefix + prefix) + "*"
+
+
+def _seconds(kind: str, name: str, value: float | None) -> float:
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SessionConfigError(f"{kind} option {name}={value!r} must be seconds > 0")
+    return float(value)
+
+
+def _split_prefix(url: str) -> tuple[str, str | None]:
+    """Take websession's own ``prefix`` query parameter out of a Redis URL."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = None
+    kept = []
+    for name, value in query:
+        if name == "prefix":
+            prefix = value
+        else:
+            kept.append((name, value))
+    if prefix is None:
+        return url, None
+    return parts._replace(query=urlencode(kept)).geturl(), prefix
+
+
+class RedisStore(_RedisCommon):
+    """Sessions in Redis (standalone server, or any redis-py client you pass).
+
+    ``client_or_url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL, from
+    which the store builds its own client (``socket_timeout`` and
+    ``socket_connect_timeout`` default to 2 s; other keyword arguments go to
+    ``redis.Redis.from_url``), or a ``redis.Redis`` client you built, which the
+    store uses as it is and never closes. Keys are ``prefix`` + the hashed
+    session id. Connection failures and timeouts raise
+    :class:`~websession.errors.StoreUnavailable` naming the server (password
+    masked).
+    """
+
+    #: The redis-py client (``redis.Redis`` or a compatible one, e.g. a cluster client).
+    client: Any
+
+    def _check_client(self, client: Any) -> None:
+        execute = getattr(client, "execute_command", None)
+        if not callable(execute) or isinstance(client, redis.asyncio.Redis):
+            raise SessionConfigError(
+                f"RedisStore needs a synchronous redis client or a URL, not {client!r}; "
+                "use AsyncRedisStore for redis.asyncio clients"
+            )
+        _refuse_decoding(client, "RedisStore")
+
+    def _eval(self, script: _Script, key: bytes, *args: bytes) -> Any:
+        client = self.client
+        try:
+            try:
+                return client.execute_command("EVALSHA", script.sha, 1, key, *args)
+            except NoScriptError:
+                # The server lost its script cache (restart, SCRIPT FLUSH): EVAL
+                # runs the script and caches it again.
+                return client.execute_command("EVAL", script.body, 1, key, *args)
+        except RedisError as exc:
+            raise self._error(exc) from exc
+
+    def load(self, key: str) -> Entry | None:
+        """The live entry for ``key``; None when unknown or expired. One round trip."""
+        return self._entry(self._eval(_LOAD, self._key(key)))
+
+    def save(
+        self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        """Version-checked write, new TTL and version bump in one atomic script."""
+        args = self._save_args(payload, expected_version, ttl, meta)
+        return self._saved(self._eval(_SAVE, self._key(key), *args))
+
+    def touch(self, key: str, ttl: float) -> bool:
+        """Set the TTL to ``ttl`` and last seen to now; False if the key is gone."""
+        if ttl <= 0:
+            self.delete(key)
+            return False
+        now = repr(float(self._clock())).encode()
+        return bool(self._eval(_TOUCH, self._key(key), _ttl_ms(ttl), now))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when absent). One ``DEL``."""
+        try:
+            self.client.execute_command("DEL", self._key(key))
+        except RedisError as exc:
+            raise self._error(exc) from exc
+
+    def delete_expired(self, limit: int = 1000) -> int:
+        """Return 0: Redis removes expired sessions itself (native TTL), so there is nothing to do.
+
+        ``websession gc`` may still call it; the limit is checked like everywhere.
+        """
+        check_limit(limit)
+        return 0
+
+    def entries(
+        self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, Entry]]:
+        """Live entries whose key starts with ``prefix`` (and belong to ``user_id``).
+
+        Newest ``last_seen`` first. An administrative scan (``websession ls``):
+        it walks the whole keyspace with ``SCAN`` and reads the matches in
+        pipelined batches, so its cost grows with the number of keys in the
+        database, not with the result.
+        """
+        found: list[tuple[str, Entry]] = []
+        try:
+            batch: list[bytes] = []
+            for name in self.client.scan_iter(match=self._matches(prefix), count=1000):
+                batch.append(bytes(name))
+                if len(batch) >= 500:
+                    found.extend(self._read_batch(batch, user_id))
+                    batch = []
+            found.extend(self._read_batch(batch, user_id))
+        except RedisError as exc:
+            raise self._error(exc) from exc
+        found.sort(key=lambda item: item[1].last_seen, reverse=True)
+        yield from found if limit is None else found[:limit]
+
+    def _read_batch(self, names: list[bytes], user_id: str | None) -> list[tuple[str, Entry]]:
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.execute_command("HMGET", name, *_FIELDS)
+            pipe.execute_command("PTTL", name)
+        replies = pipe.execute(raise_on_error=False)
+        return _collect(self, names, replies, user_id)
+
+    def close(self) -> None:
+        """Close the idle connections of a client the store built (a client you passed stays open).
+
+        Safe while other threads still use the store: their connections are left
+        alone, and the next call opens a new one.
+        """
+        if self._owned:
+            self.client.connection_pool.disconnect(inuse_connections=False)
+
+
+def _collect(
+    store: _RedisCommon, names: list[bytes], replies: list[Any], user_id: str | None
+) -> list[tuple[str, Entry]]:
+    skip = len(store._prefix)
+    found = []
+    for n, name in enumerate(names):
+        fields, pttl = replies[2 * n], replies[2 * n + 1]
+        if isinstance(fields, Exception) or isinstance(pttl, Exception):
+            continue  # not a session hash (a foreign key under the prefix)
+        if fields[0] is None or fields[1] is None:
+            continue
+        entry = store._entry([*fields, pttl])
+        if entry is None or (user_id is not None and entry.user_id != user_id):
+            continue
+        found.append((name[skip:].decode(errors="replace"), entry))
+    return found
+
+
+def _refuse_decoding(client: Any, kind: str) -> None:
+    get_encoder = getattr(client, "get_encoder", None)
+    encoder = get_encoder() if callable(get_encoder) else None
+    if getattr(encoder, "decode_responses", False):
+        raise SessionConfigError(
+            f"{kind} needs a client with decode_responses=False: session payloads are bytes"
+        )
+
+
+class AsyncRedisStore(_RedisCommon):
+    """The asyncio form of :class:`RedisStore` (``redis.asyncio``), for the ASGI middleware.
+
+    Same arguments; a client you pass must be a ``redis.asyncio.Redis``.
+    ``await store.aclose()`` closes a client the store built.
+    """
+
+    #: The ``redis.asyncio`` client (or a compatible one).
+    client: Any
+    _client_module = redis.asyncio
+    _retry_module = redis.asyncio.retry
+
+    def _check_client(self, client: Any) -> None:
+        if isinstance(client, redis.Redis) or not callable(
+            getattr(client, "execute_command", None)
+        ):
+            raise SessionConfigError(
+                f"AsyncRedisStore needs a redis.asyncio client or a URL, not {client!r}; "
+                "use RedisStore for synchronous clients"
+            )
+        _refuse_decoding(client, "AsyncRedisStore")
+
+    async def _eval(self, script: _Script, key: bytes, *args: bytes) -> Any:
+        client = self.client
+        try:
+            try:
+                return await client.execute_command("EVALSHA", script.sha, 1, key, *args)
+            except NoScriptError:
+                return await client.execute_command("EVAL", script.body, 1, key, *args)
+        except RedisError as exc:
+            raise self._error(exc) from exc
+
+    async def load(self, key: str) -> Entry | None:
+        """The live entry for ``key``; None when unknown or expired. One round trip."""
+        return self._entry(await self._eval(_LOAD, self._key(key)))
+
+    async def save(
+        self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        """Version-checked write, new TTL and version bump in one atomic script."""
+        args = self._save_args(payload, expected_version, ttl, meta)
+        return self._saved(await self._eval(_SAVE, self._key(key), *args))
+
+    async def touch(self, key: str, ttl: float) -> bool:
+        """Set the TTL to ``ttl`` and last seen to now; False if the key is gone."""
+        if ttl <= 0:
+            await self.delete(key)
+            return False
+        now = repr(float(self._clock())).encode()
+        return bool(await self._eval(_TOUCH, self._key(key), _ttl_ms(ttl), now))
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when absent). One ``DEL``."""
+        try:
+            await self.client.execute_command("DEL", self._key(key))
+        except RedisError as exc:
+            raise self._error(exc) from exc
+
+    async def delete_expired(self, limit: int = 1000) -> int:
+        """Return 0: Redis removes expired sessions itself (native TTL); nothing to do."""
+        check_limit(limit)
+        return 0
+
+    async def aclose(self) -> None:
+        """Close a client the store built (a client you passed stays open)."""
+        if self._owned:
+            await self.client.aclose()

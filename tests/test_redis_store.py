@@ -1,0 +1,600 @@
+"""RedisStore and AsyncRedisStore against a real Redis server.
+
+The server is ``WEBSESSION_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+Every key this module writes starts with one prefix unique to the run, and
+only those keys are deleted at the end (SCAN + DEL, never FLUSHDB), so the
+tests may share a server with anything else. Without a server the module is
+skipped, except under CI (``CI=true``), where that is a failure.
+
+Redis owns expiry (native TTL), so the contract tests that move a fake clock
+past an expiry are replaced here by real-time variants with short TTLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from helpers import call_wsgi, cookie_value, set_cookies, wsgi_app
+from websession.asgi import SessionMiddleware as ASGIMiddleware
+from websession.errors import Conflict, Gone, SessionConfigError, StoreUnavailable
+from websession.ids import hash_id
+from websession.session import Session
+from websession.stores.base import Entry, Meta
+from websession.testing import AsyncStoreContract, FakeClock, StoreContract, make_key
+from websession.urls import mask_url
+from websession.wsgi import SessionMiddleware as WSGIMiddleware
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.backoff
+    import redis.retry
+
+    from websession.stores import redis as redis_module
+    from websession.stores.redis import AsyncRedisStore, RedisStore
+except ImportError:
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip(
+        "redis-py is not installed (pip install 'websession[redis]')", allow_module_level=True
+    )
+
+REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: Every key of this run starts with it; the module deletes exactly these keys at the end.
+RUN_PREFIX = f"websession-test:{uuid.uuid4().hex}:"
+SHORT = 0.2  # a TTL that real time outlives in a test
+PAST_SHORT = 0.3  # sleep this long to be past SHORT
+TTL = 600.0
+
+
+def fresh_prefix() -> str:
+    """A prefix of its own for one store, inside this run's prefix."""
+    return f"{RUN_PREFIX}{uuid.uuid4().hex[:12]}:"
+
+
+def meta(now: float = 1_700_000_000.0, **changes: Any) -> Meta:
+    fields: dict[str, Any] = {
+        "created": now,
+        "last_seen": now,
+        "user_id": "u1",
+        "ip": "203.0.113.9",
+    }
+    fields.update(changes)
+    return Meta(**fields)
+
+
+def run_keys(client: redis.Redis, prefix: str = RUN_PREFIX) -> list[bytes]:
+    return sorted(client.scan_iter(match=prefix + "*", count=1000))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server() -> Iterator[redis.Redis]:
+    """A plain client to the test server; skips (or fails under CI) when there is none."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        message = (
+            f"no Redis server at WEBSESSION_REDIS_URL={mask_url(REDIS_URL)!r} ({exc}); "
+            "start one or point WEBSESSION_REDIS_URL at a server the tests may write to"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield client
+    keys = run_keys(client)
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()
+
+
+class CountingRedis(redis.Redis):
+    """A user's own client that records the name of every command it sends."""
+
+    commands: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.__dict__.setdefault("commands", []).append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+class CountingAsyncRedis(redis.asyncio.Redis):
+    commands: list[str]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.__dict__.setdefault("commands", []).append(str(args[0]))
+        return await super().execute_command(*args, **options)
+
+
+def counting_client() -> CountingRedis:
+    client = CountingRedis.from_url(REDIS_URL)
+    client.commands = []
+    return client
+
+
+# -- the contract --------------------------------------------------------------------------
+
+
+class TestRedisStoreContract(StoreContract):
+    def make_store(self, clock: Callable[[], float]) -> RedisStore:
+        return RedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+
+    # Real-time variants of the tests that move the fake clock past an expiry.
+
+    def test_expired_entry_is_not_loaded(self, store: RedisStore, clock: FakeClock) -> None:
+        key = make_key("expiring")
+        store.save(key, b"x", expected_version=None, ttl=SHORT, meta=meta(clock()))
+        assert store.load(key) is not None
+        time.sleep(PAST_SHORT)
+        assert store.load(key) is None
+
+    def test_update_of_expired_entry_is_gone(self, store: RedisStore, clock: FakeClock) -> None:
+        key = make_key("expired-update")
+        version = store.save(key, b"x", expected_version=None, ttl=SHORT, meta=meta(clock()))
+        time.sleep(PAST_SHORT)
+        with pytest.raises(Gone):
+            store.save(key, b"zombie", expected_version=version, ttl=TTL, meta=meta(clock()))
+        assert store.load(key) is None
+
+    def test_create_over_expired_entry(self, store: RedisStore, clock: FakeClock) -> None:
+        key = make_key("expired-create")
+        store.save(key, b"old", expected_version=None, ttl=SHORT, meta=meta(clock()))
+        time.sleep(PAST_SHORT)
+        version = store.save(key, b"new", expected_version=None, ttl=TTL, meta=meta(clock()))
+        entry = store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"new", version)
+
+    def test_touch_of_expired_entry_is_false(self, store: RedisStore, clock: FakeClock) -> None:
+        key = make_key("expired-touch")
+        store.save(key, b"x", expected_version=None, ttl=SHORT, meta=meta(clock()))
+        time.sleep(PAST_SHORT)
+        assert store.touch(key, TTL) is False
+        assert store.load(key) is None
+
+    def test_touch_extends_expiry_and_sets_last_seen(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        key = make_key("touch")
+        saved = meta(clock())
+        version = store.save(key, b"x", expected_version=None, ttl=0.4, meta=saved)
+        time.sleep(0.25)
+        clock.advance(8)
+        assert store.touch(key, 0.4) is True
+        entry = store.load(key)
+        assert entry is not None
+        assert entry.expires == pytest.approx(clock() + 0.4, abs=0.05)
+        assert entry.last_seen == clock()
+        assert entry.created == saved.created
+        assert (entry.payload, entry.version, entry.user_id) == (b"x", version, "u1")
+        time.sleep(0.25)  # past the first expiry, within the extended one
+        assert store.load(key) is not None
+        # Touch changes no version: a save based on the loaded version still lands.
+        assert store.save(key, b"y", expected_version=version, ttl=0.2, meta=saved) == version + 1
+        time.sleep(PAST_SHORT)
+        assert store.load(key) is None
+
+    def test_delete_expired_removes_only_expired(self, store: RedisStore, clock: FakeClock) -> None:
+        short = [make_key(f"short-{i}") for i in range(3)]
+        long = [make_key(f"long-{i}") for i in range(3)]
+        for key in short:
+            store.save(key, b"s", expected_version=None, ttl=SHORT, meta=meta(clock()))
+        for key in long:
+            store.save(key, b"l", expected_version=None, ttl=TTL, meta=meta(clock()))
+        assert store.delete_expired() == 0
+        time.sleep(PAST_SHORT)
+        # Redis dropped them itself: nothing is left for delete_expired to do.
+        assert store.delete_expired() == 0
+        assert all(store.load(key) is None for key in short)
+        assert all(store.load(key) is not None for key in long)
+        store.save(short[0], b"again", expected_version=None, ttl=TTL, meta=meta(clock()))
+        assert store.load(short[0]) is not None
+
+    def test_delete_expired_respects_limit(self, store: RedisStore, clock: FakeClock) -> None:
+        assert store.delete_expired(2) == 0
+        with pytest.raises(SessionConfigError):
+            store.delete_expired(0)
+
+    def test_entries_when_inspectable(self, store: RedisStore, clock: FakeClock) -> None:
+        alice = [make_key(f"alice-{i}") for i in range(3)]
+        bob = make_key("bob")
+        for key in alice:
+            store.save(key, b"a", expected_version=None, ttl=TTL, meta=meta(clock(), user_id="a"))
+            clock.advance(1)
+        store.save(bob, b"b", expected_version=None, ttl=TTL, meta=meta(clock(), user_id="b"))
+        gone = make_key("expired-alice")
+        store.save(gone, b"x", expected_version=None, ttl=SHORT, meta=meta(clock(), user_id="a"))
+        time.sleep(PAST_SHORT)
+
+        everything = list(store.entries())
+        assert [k for k, _ in everything] == [bob, *reversed(alice)]
+        assert all(isinstance(entry, Entry) for _, entry in everything)
+        assert [k for k, _ in store.entries(user_id="a")] == list(reversed(alice))
+        assert [k for k, _ in store.entries(user_id="a", limit=2)] == [alice[2], alice[1]]
+        assert [k for k, _ in store.entries(prefix=bob[:12])] == [bob]
+        assert list(store.entries(prefix=bob, user_id="a")) == []
+        assert list(store.entries(user_id="nobody")) == []
+
+
+class TestAsyncRedisStoreContract(AsyncStoreContract):
+    def make_store(self, clock: Callable[[], float]) -> AsyncRedisStore:
+        return AsyncRedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+
+    def test_expiry(self) -> None:
+        async def test(store: AsyncRedisStore, clock: FakeClock) -> None:
+            key = make_key("expiry")
+            version = await store.save(
+                key, b"1", expected_version=None, ttl=SHORT, meta=meta(clock())
+            )
+            assert await store.load(key) is not None
+            await asyncio.sleep(PAST_SHORT)
+            assert await store.load(key) is None
+            assert await store.touch(key, TTL) is False
+            with pytest.raises(Gone):
+                await store.save(key, b"x", expected_version=version, ttl=TTL, meta=meta(clock()))
+
+        self.run(test)  # type: ignore[arg-type]
+
+    def test_delete_expired(self) -> None:
+        async def test(store: AsyncRedisStore, clock: FakeClock) -> None:
+            key = make_key("short")
+            await store.save(key, b"x", expected_version=None, ttl=SHORT, meta=meta(clock()))
+            assert await store.delete_expired(2) == 0
+            await asyncio.sleep(PAST_SHORT)
+            assert await store.delete_expired(2) == 0
+            assert await store.load(key) is None
+            with pytest.raises(SessionConfigError):
+                await store.delete_expired(0)
+
+        self.run(test)  # type: ignore[arg-type]
+
+
+# -- Redis specifics -----------------------------------------------------------------------
+
+
+def test_expires_comes_from_the_ttl_and_the_store_clock(server: redis.Redis) -> None:
+    clock = FakeClock()  # 2023: far from the real time, so the real clock would show
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+    key = make_key("expires")
+    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(clock()))
+    server.pexpire(store.prefix + key, 90_000)  # what Redis holds is what counts
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.expires == pytest.approx(clock() + 90, abs=0.5)
+    clock.advance(1000)
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.expires == pytest.approx(clock() + 90, abs=0.5)
+
+
+def test_each_operation_is_one_round_trip() -> None:
+    client = counting_client()
+    store = RedisStore(client, prefix=fresh_prefix())
+    key = make_key("round-trips")
+    # Caches the three scripts on the server, in case this is their first use there.
+    store.load(key)
+    store.save(key, b"seed", expected_version=None, ttl=TTL, meta=meta())
+    store.touch(key, TTL)
+    store.delete(key)
+
+    def sent(operation: Callable[[], Any]) -> list[str]:
+        client.commands.clear()
+        operation()
+        return list(client.commands)
+
+    v1 = 0
+
+    def create() -> None:
+        nonlocal v1
+        v1 = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+
+    assert sent(create) == ["EVALSHA"]
+    assert sent(lambda: store.load(key)) == ["EVALSHA"]
+    assert sent(lambda: store.save(key, b"2", expected_version=v1, ttl=TTL, meta=meta())) == [
+        "EVALSHA"
+    ]
+    client.commands.clear()
+    with pytest.raises(Conflict):
+        store.save(key, b"x", expected_version=v1, ttl=TTL, meta=meta())
+    assert client.commands == ["EVALSHA"]
+    assert sent(lambda: store.touch(key, TTL)) == ["EVALSHA"]
+    assert sent(lambda: store.delete(key)) == ["DEL"]
+    assert sent(lambda: store.load(key)) == ["EVALSHA"]
+    assert sent(lambda: store.touch(key, TTL)) == ["EVALSHA"]
+
+
+def test_async_operations_are_one_round_trip_each() -> None:
+    async def main() -> None:
+        client = CountingAsyncRedis.from_url(REDIS_URL)
+        client.commands = []
+        store = AsyncRedisStore(client, prefix=fresh_prefix())
+        key = make_key("async-round-trips")
+        for _ in range(2):  # the first pass may also cache the scripts on the server
+            client.commands.clear()
+            version = await store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
+            await store.load(key)
+            await store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
+            await store.touch(key, TTL)
+            await store.delete(key)
+        assert client.commands == ["EVALSHA"] * 4 + ["DEL"]
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_server_that_lost_its_scripts_gets_them_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A script body no server has seen stands for a flushed script cache,
+    # without flushing the shared server's cache.
+    unseen = redis_module._Script(redis_module._LOAD.body + f"\n-- {uuid.uuid4().hex}")
+    monkeypatch.setattr(redis_module, "_LOAD", unseen)
+    client = counting_client()
+    store = RedisStore(client, prefix=fresh_prefix())
+    key = make_key("noscript")
+    store.save(key, b"payload", expected_version=None, ttl=TTL, meta=meta())
+    client.commands.clear()
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"payload"
+    assert client.commands == ["EVALSHA", "EVAL"]  # NOSCRIPT, then EVAL caches it
+    client.commands.clear()
+    assert store.load(key) is not None
+    assert client.commands == ["EVALSHA"]
+
+
+def test_a_users_client_is_used_as_is_and_left_open() -> None:
+    client = counting_client()
+    store = RedisStore(client, prefix=fresh_prefix())
+    assert store.client is client
+    connection_id = client.client_id()
+    store.save(make_key("mine"), b"x", expected_version=None, ttl=TTL, meta=meta())
+    assert "EVALSHA" in client.commands
+    store.close()
+    assert client.client_id() == connection_id  # the same connection: nothing was closed
+
+
+def test_errors_through_a_users_client_name_the_server_without_its_password() -> None:
+    no_retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+    client = redis.Redis(host="127.0.0.1", port=1, password="s3cret-pass", retry=no_retry)
+    store = RedisStore(client)
+    with pytest.raises(StoreUnavailable, match=r"redis://127\.0\.0\.1:1/0") as caught:
+        store.load(make_key("x"))
+    assert "s3cret-pass" not in str(caught.value)
+    assert "s3cret-pass" not in repr(store)
+
+
+def test_a_client_the_store_built_is_closed_by_it() -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+    first = store.client.client_id()
+    assert store.client.client_id() == first
+    store.close()
+    assert store.client.client_id() != first  # reconnected: the old connection was closed
+
+
+@pytest.mark.parametrize(
+    ("client_factory", "message"),
+    [
+        (lambda: redis.Redis.from_url(REDIS_URL, decode_responses=True), "decode_responses"),
+        (lambda: redis.asyncio.Redis.from_url(REDIS_URL), "AsyncRedisStore"),
+        (lambda: object(), "RedisStore needs"),
+    ],
+)
+def test_unusable_clients_are_refused(client_factory: Callable[[], Any], message: str) -> None:
+    with pytest.raises(SessionConfigError, match=message):
+        RedisStore(client_factory())
+
+
+def test_async_store_refuses_a_sync_client() -> None:
+    with pytest.raises(SessionConfigError, match="RedisStore for synchronous"):
+        AsyncRedisStore(redis.Redis.from_url(REDIS_URL))
+
+
+def test_options_for_a_users_client_are_refused() -> None:
+    with pytest.raises(SessionConfigError, match="set them on the client"):
+        RedisStore(redis.Redis.from_url(REDIS_URL), socket_timeout=1)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "2", True])
+def test_bad_timeouts_are_refused(timeout: Any) -> None:
+    with pytest.raises(SessionConfigError, match="socket_timeout"):
+        RedisStore(REDIS_URL, socket_timeout=timeout)
+
+
+def test_prefix_can_come_from_the_url(server: redis.Redis) -> None:
+    prefix = fresh_prefix()
+    joiner = "&" if "?" in REDIS_URL else "?"
+    store = RedisStore(f"{REDIS_URL}{joiner}prefix={prefix}&health_check_interval=30")
+    assert store.prefix == prefix
+    store.save(make_key("via-url"), b"x", expected_version=None, ttl=TTL, meta=meta())
+    assert run_keys(server, prefix) == [(prefix + make_key("via-url")).encode()]
+
+
+def test_the_raw_dump_holds_hashed_keys_and_no_session_id(server: redis.Redis) -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+
+    def view(session: Session, environ: dict[str, Any]) -> None:
+        session["cart"] = ["apple"]
+
+    app = WSGIMiddleware(wsgi_app(view), store=store)
+    _, headers, _ = call_wsgi(app, "/", headers={"User-Agent": "dump-test"})
+    token = cookie_value(set_cookies(headers)[0])
+    keys = run_keys(server, store.prefix)
+    assert keys == [(store.prefix + hash_id(token)).encode()]
+    record = server.hgetall(keys[0])
+    assert set(record) == {b"p", b"v", b"c", b"s", b"i", b"a"}  # no user: no "u" field
+    assert record[b"a"] == b"dump-test"
+    assert b"apple" in record[b"p"]
+    dump = b"".join([keys[0], *record, *record.values()])
+    assert token.encode() not in dump
+    assert 0 < server.pttl(keys[0]) <= 1000 * app.config.idle_timeout
+
+
+DOWN_URL = "redis://:s3cret-pass@127.0.0.1:1/0"
+
+
+def _check_unavailable(exc: StoreUnavailable, url: str = DOWN_URL) -> None:
+    assert mask_url(url) in str(exc)
+    assert "***" in str(exc)
+    assert "s3cret-pass" not in str(exc)
+    assert isinstance(exc.__cause__, redis.RedisError)
+
+
+def test_a_down_server_is_unavailable_with_the_password_masked() -> None:
+    store = RedisStore(DOWN_URL)
+    assert "s3cret-pass" not in repr(store)
+    operations: list[Callable[[], Any]] = [
+        lambda: store.load(make_key("x")),
+        lambda: store.save(make_key("x"), b"x", expected_version=None, ttl=TTL, meta=meta()),
+        lambda: store.touch(make_key("x"), TTL),
+        lambda: store.delete(make_key("x")),
+        lambda: list(store.entries()),
+    ]
+    started = time.monotonic()
+    for operation in operations:
+        with pytest.raises(StoreUnavailable) as caught:
+            operation()
+        _check_unavailable(caught.value)
+        assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    assert time.monotonic() - started < 2  # refused at once: no retry loop with back-off
+
+
+def test_a_down_server_is_unavailable_to_the_async_store() -> None:
+    async def main() -> None:
+        store = AsyncRedisStore(DOWN_URL)
+        for operation in (
+            lambda: store.load(make_key("x")),
+            lambda: store.save(make_key("x"), b"x", expected_version=None, ttl=TTL, meta=meta()),
+            lambda: store.touch(make_key("x"), TTL),
+            lambda: store.delete(make_key("x")),
+        ):
+            with pytest.raises(StoreUnavailable) as caught:
+                await operation()
+            _check_unavailable(caught.value)
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_silent_server_times_out_as_configured() -> None:
+    # Accepts connections (the kernel's backlog does) but never answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        url = f"redis://user:hunter2-pw@127.0.0.1:{port}/0"
+        store = RedisStore(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            store.load(make_key("x"))
+        elapsed = time.monotonic() - started
+        store.close()
+    _check_unavailable(caught.value, url)
+    assert isinstance(caught.value.__cause__, redis.TimeoutError)
+    assert 0.15 < elapsed < 1.0  # one timeout, no retry of a command that timed out
+
+
+def test_the_asgi_middleware_refuses_the_sync_store() -> None:
+    with pytest.raises(SessionConfigError, match="async form"):
+        ASGIMiddleware(wsgi_app(lambda s, e: None), store=RedisStore(REDIS_URL))
+
+
+# -- no lost update through the middlewares -----------------------------------------------
+
+REQUESTS = 50
+
+
+class ConflictCountingStore(RedisStore):
+    conflicts = 0
+
+    def save(
+        self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        try:
+            return super().save(key, payload, expected_version=expected_version, ttl=ttl, meta=meta)
+        except Conflict:
+            type(self).conflicts += 1
+            raise
+
+
+def test_fifty_concurrent_wsgi_writers_lose_no_update() -> None:
+    store = ConflictCountingStore(REDIS_URL, prefix=fresh_prefix())
+
+    def view(session: Session, environ: dict[str, Any]) -> Any:
+        args = parse_qs(environ["QUERY_STRING"])
+        if "i" not in args:
+            session.setdefault("base", "kept")
+            return session.to_dict()
+        session.get("base")  # load now, so the requests overlap on one version
+        time.sleep(0.003)
+        session[f"k{args['i'][0]}"] = int(args["i"][0])
+        return None
+
+    app = WSGIMiddleware(wsgi_app(view), store=store)
+    _, headers, _ = call_wsgi(app, "/")
+    token = cookie_value(set_cookies(headers)[0])
+
+    def one(i: int) -> int:
+        status, _, _ = call_wsgi(app, f"/?i={i}", cookie=f"session={token}")
+        return status
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert list(pool.map(one, range(REQUESTS))) == [200] * REQUESTS
+    _, _, body = call_wsgi(app, "/", cookie=f"session={token}")
+    assert json.loads(body) == {"base": "kept", **{f"k{i}": i for i in range(REQUESTS)}}
+    assert ConflictCountingStore.conflicts > 0  # the replay path really ran
+
+
+def test_fifty_concurrent_asgi_writers_lose_no_update() -> None:
+    conflicts = 0
+
+    class Counting(AsyncRedisStore):
+        async def save(
+            self, key: str, payload: bytes, *, expected_version: int | None, ttl: float,
+            meta: Meta,
+        ) -> int:  # fmt: skip
+            nonlocal conflicts
+            try:
+                return await super().save(
+                    key, payload, expected_version=expected_version, ttl=ttl, meta=meta
+                )
+            except Conflict:
+                conflicts += 1
+                raise
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        session: Session = scope["session"]
+        args = parse_qs(scope["query_string"].decode())
+        if "seed" in args:
+            session["seed"] = True
+        elif "i" in args:
+            await asyncio.sleep(0.005)  # every request has loaded before any saves
+            session[f"k{args['i'][0]}"] = int(args["i"][0])
+        body = json.dumps(session.to_dict()).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main() -> dict[str, Any]:
+        store = Counting(REDIS_URL, prefix=fresh_prefix())
+        transport = httpx.ASGITransport(ASGIMiddleware(app, store=store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await client.get("/?seed=1")
+            responses = await asyncio.gather(*(client.get(f"/?i={i}") for i in range(REQUESTS)))
+            assert [r.status_code for r in responses] == [200] * REQUESTS
+            final: dict[str, Any] = (await client.get("/")).json()
+        await store.aclose()
+        return final
+
+    assert asyncio.run(main()) == {"seed": True, **{f"k{i}": i for i in range(REQUESTS)}}
+    assert conflicts > 0
