@@ -268,7 +268,9 @@ class Flow:
                 return CLEAR
             return CLEAR if session._destroyed_keys or session._stale else NOTHING
         now = self.clock()
-        created = entry.created if entry is not None else now
+        # The absolute timeout counts from creation, and login starts a new session:
+        # periodic regenerate() must never extend the cap, a fresh login may.
+        created = entry.created if entry is not None and not session._login else now
         ttl = self._ttl(session, created, now)
         if ttl <= 0:
             if entry is not None:
@@ -277,6 +279,12 @@ class Flow:
         max_age = None if session._browser_session else int(ttl)
 
         if entry is None or session._rotate:
+            if entry is not None:
+                # Revoked or logged out elsewhere since we loaded it? Then its data
+                # must not live on under a new id.
+                alive = yield Touch(session._key, ttl)  # type: ignore[arg-type]
+                if not alive:
+                    return CLEAR
             payload = self._encode(session)
             token = new_id()
             key = hash_id(token)
@@ -332,7 +340,7 @@ class Flow:
                 CLEAR if entry is not None or session._stale or session._destroyed_keys else NOTHING
             )
         now = self.clock()
-        created = entry.created if entry is not None and not session._rotate else now
+        created = entry.created if entry is not None and not session._login else now
         ttl = self._ttl(session, created, now)
         if ttl <= 0:
             return CLEAR
@@ -452,6 +460,7 @@ def _rebase(
     session._token = token
     session._loaded_payload = payload
     session._rotate = False
+    session._login = False
     session._log.clear()
     session._cleared = False
     session._destroyed_keys.clear()

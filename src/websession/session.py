@@ -60,6 +60,7 @@ class Session(MutableMapping[str, Any]):
         "_loaded_payload",
         "_loader",
         "_log",
+        "_login",
         "_rotate",
         "_stale",
         "_token",
@@ -95,6 +96,7 @@ class Session(MutableMapping[str, Any]):
         self._expiry: float | None = None
         self._browser_session = False
         self._rotate = False
+        self._login = False
         self._destroyed_keys: list[str] = []
         self._frozen = False
         self._token: str | None = None
@@ -142,6 +144,8 @@ class Session(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._use()
+        if self._frozen and self._key is None:
+            self._check_not_frozen("storing data in a session that has no record yet")
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         check_value(key, value)
@@ -239,6 +243,7 @@ class Session(MutableMapping[str, Any]):
         self._user_id = str(user_id)
         self._csrf = secrets.token_urlsafe(32)
         self._rotate = True
+        self._login = True
         self.modified = True
 
     def logout(self) -> None:
@@ -276,6 +281,7 @@ class Session(MutableMapping[str, Any]):
         self._entry = None
         self._loaded_payload = None
         self._rotate = False
+        self._login = False
         self.is_new = True
 
     def _check_not_frozen(self, what: str) -> None:
