@@ -7,16 +7,27 @@ Pure ASGI: it wraps ``send`` and commits the session when the response starts
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
 from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
+from .errors import StoreUnavailable
 from .flow import run_async, run_sync
 from .session import Session
 
 __all__ = ["SessionMiddleware"]
+
+log = logging.getLogger("websession")
+UNAVAILABLE_BODY = b"503 Service Unavailable: the session store cannot be reached.\n"
+UNAVAILABLE_HEADERS = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", str(len(UNAVAILABLE_BODY)).encode("ascii")),
+    (b"retry-after", b"5"),
+    (b"cache-control", b"no-store"),
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,31 +104,52 @@ class SessionMiddleware:
             if token is not None:
                 await run_async(driver.flow.load(session), driver.async_store)
         scope[self.scope_key] = session
-        committed = False
+        failed = started = False
 
         async def send_with_session(message: Message) -> None:
-            nonlocal committed
+            nonlocal failed, started
             kind = message["type"]
             if kind == "http.response.start":
                 if session.accessed:
-                    committed = True
                     headers = list(message.get("headers", ()))
-                    await self._commit(session, scope, message["status"], headers)
+                    try:
+                        await self._commit(session, scope, message["status"], headers)
+                    except StoreUnavailable as exc:
+                        log.error("session not saved, answering 503: %s", exc)
+                        failed = started = True
+                        await self._unavailable(send)
+                        return
                     message["headers"] = headers
+                started = True
+            elif kind == "http.response.body":
+                if failed:
+                    return  # the 503 went out instead of this response
             elif kind == "websocket.accept":
                 if session.accessed:
-                    committed = True
                     headers = list(message.get("headers", ()))
                     await self._commit(session, scope, 200, headers)
                     message["headers"] = headers
                 session._frozen = True
             await send(message)
 
-        await self.app(scope, receive, send_with_session)
+        try:
+            await self.app(scope, receive, send_with_session)
+        except StoreUnavailable as exc:
+            # Raised by the lazy load inside the app; answer for it if nothing went out yet.
+            if kind != "http" or started:
+                raise
+            log.error("session store unavailable, answering 503: %s", exc)
+            await self._unavailable(send)
+            return
         if kind == "websocket" and session.accessed and session._key is not None:
             # Changes made after the handshake still reach the store; only a new
             # token could not reach the browser any more.
             await self._commit(session, scope, 200, [])
+
+    @staticmethod
+    async def _unavailable(send: Send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": UNAVAILABLE_HEADERS})
+        await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
 
     async def _commit(
         self, session: Session, scope: Scope, status: int, headers: list[tuple[bytes, bytes]]

@@ -6,19 +6,30 @@ before the status line leaves, so nothing is written for a 5xx response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Unpack
 
 from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
+from .errors import StoreUnavailable
 from .flow import run_sync
 from .session import Session
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
 
 ENVIRON_KEY = "websession.session"
+UNAVAILABLE_STATUS = "503 Service Unavailable"
+UNAVAILABLE_BODY = b"503 Service Unavailable: the session store cannot be reached.\n"
+UNAVAILABLE_HEADERS = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(UNAVAILABLE_BODY))),
+    ("Retry-After", "5"),
+    ("Cache-Control", "no-store"),
+)
+log = logging.getLogger("websession")
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Any]
@@ -69,17 +80,41 @@ class SessionMiddleware:
         session._token = token
         environ[self.environ_key] = session
 
+        failed: list[StoreUnavailable] = []
+        started: list[bool] = []
+
         def session_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Any:
+            started.append(True)
             if session.accessed:
                 headers = list(headers)
-                self._commit(session, environ, status, headers)
+                try:
+                    self._commit(session, environ, status, headers)
+                except StoreUnavailable as exc:
+                    log.error("session not saved, answering 503: %s", exc)
+                    failed.append(exc)
+                    status, headers = UNAVAILABLE_STATUS, list(UNAVAILABLE_HEADERS)
             if exc_info is not None:
                 return start_response(status, headers, exc_info)
             return start_response(status, headers)
 
-        return self.app(environ, session_start_response)
+        try:
+            result = self.app(environ, session_start_response)
+        except StoreUnavailable as exc:
+            # Raised by the lazy load inside the app; answer for it if nothing went out yet.
+            if started:
+                raise
+            log.error("session store unavailable, answering 503: %s", exc)
+            start_response(UNAVAILABLE_STATUS, list(UNAVAILABLE_HEADERS))
+            return [UNAVAILABLE_BODY]
+        if failed:
+            _close(result)
+            return [UNAVAILABLE_BODY]
+        if not started:
+            # A generator app calls start_response with its first chunk.
+            return _Guard(result, failed)
+        return result
 
     def _commit(
         self,
@@ -109,6 +144,34 @@ class SessionMiddleware:
                 environ.get("wsgi.url_scheme", "http"), peer, environ.get("HTTP_X_FORWARDED_PROTO")
             )
             headers.extend(driver.response_headers(outcome, secure))
+
+
+class _Guard:
+    """Passes the app's body through, unless the session save failed at start_response."""
+
+    __slots__ = ("_failed", "_result")
+
+    def __init__(self, result: Iterable[bytes], failed: list[StoreUnavailable]) -> None:
+        self._result = result
+        self._failed = failed
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._result:
+            if self._failed:
+                yield UNAVAILABLE_BODY
+                return
+            yield chunk
+        if self._failed:
+            yield UNAVAILABLE_BODY
+
+    def close(self) -> None:
+        _close(self._result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
 
 
 def get_session(environ: dict[str, Any]) -> Session:
