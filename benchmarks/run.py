@@ -1,0 +1,508 @@
+"""Benchmark websession against its peers, in-process, on the same stores, in one run.
+
+    python -m benchmarks.run [--quick] [--only NAME[,NAME...]] [--json out.json]
+
+Every figure is the median over repeats of the mean time per request; a
+case's overhead is its median minus the median of its framework's own
+baseline (the same app, no session layer), timed in alternation with it so
+that drift on a busy machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from . import raw_cookie
+from .common import (
+    SCENARIOS,
+    STORES,
+    Budget,
+    Case,
+    Family,
+    Timing,
+    Unavailable,
+    asgi_caller,
+    asgi_request,
+    asgi_scope,
+    cookies_from,
+    measure,
+    wsgi_caller,
+    wsgi_environ,
+    wsgi_request,
+)
+from .websession_stores import SQLITE_SYNCHRONOUS, CountingStore, journal_mode, make_store
+
+FAMILIES = ("wsgi", "asgi", "flask", "django", "starlette")
+#: Targets are judged where the framework adds the least noise of its own.
+TARGET_FAMILIES = ("wsgi", "asgi")
+PACKAGES = (
+    "websession",
+    "msgspec",
+    "beaker",
+    "flask",
+    "flask-session",
+    "cachelib",
+    "flask-sqlalchemy",
+    "sqlalchemy",
+    "django",
+    "starlette",
+    "starsessions",
+)
+
+# Targets from the project's issue, in microseconds of overhead (or multiples of the raw cookie).
+MEMORY_MAX_US = 8.0
+COOKIE_READ_MAX_X = 2.0
+COOKIE_WRITE_MAX_X = 2.0
+SQLITE_READ_MAX_US = 20.0
+SQLITE_WRITE_MAX_US = 60.0
+UNTOUCHED_MAX_US = 2.0
+
+
+@dataclass
+class Row:
+    family: str
+    impl: str
+    store: str
+    scenario: str
+    note: str = ""
+    is_websession: bool = False
+    median_us: float | None = None
+    baseline_us: float | None = None
+    overhead_us: float | None = None
+    ratio: float | None = None
+    samples_us: list[float] = field(default_factory=list)
+    iterations: int = 0
+    skipped: str = ""
+
+
+def _paired(
+    base: Callable[[], None], fn: Callable[[], None], budget: Budget
+) -> tuple[Timing, Timing]:
+    """Time baseline and case in alternating repeats (calibrated separately)."""
+    probe = Budget(
+        1, budget.target_seconds, budget.min_iterations, budget.max_iterations, budget.iterations
+    )
+    n_base = measure(base, probe).iterations
+    n_case = measure(fn, probe).iterations
+    base_samples: list[float] = []
+    case_samples: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(budget.repeats):
+        for fn_, n, out in ((base, n_base, base_samples), (fn, n_case, case_samples)):
+            start = clock()
+            for _ in range(n):
+                fn_()
+            out.append((clock() - start) / n)
+    return Timing(tuple(base_samples), n_base), Timing(tuple(case_samples), n_case)
+
+
+def _load_family(name: str, workdir: Path) -> Family:
+    if name == "asgi":
+        module = importlib.import_module(".starlette_family", __package__)
+        family: Family = module.bare_family(workdir)
+    else:
+        module = importlib.import_module(f".{name}_family", __package__)
+        family = module.family(workdir)
+    return family
+
+
+def _selected(case: Case, only: Sequence[str]) -> bool:
+    if not only:
+        return True
+    names = {case.family, case.impl, case.store, f"{case.family}:{case.impl}"}
+    return case.is_websession or any(o in names for o in only)
+
+
+def run_benchmarks(
+    budget: Budget,
+    *,
+    only: Sequence[str] = (),
+    families: Sequence[str] = FAMILIES,
+    stores: Sequence[str] = STORES,
+    scenarios: Sequence[str] = SCENARIOS,
+    workdir: Path,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> tuple[list[Row], dict[str, str]]:
+    """Measure every selected case; returns the rows and the families that could not run.
+
+    websession's own cases always run, so every peer has something to be compared with.
+    """
+    rows: list[Row] = []
+    missing: dict[str, str] = {}
+    for name in families:
+        try:
+            family = _load_family(name, workdir)
+        except (Unavailable, ImportError) as exc:
+            missing[name] = str(exc)
+            continue
+        cases = [c for c in family.cases if c.store in stores and _selected(c, only)]
+        if not cases:
+            continue
+        progress(f"{family.name}: {family.title}")
+        for scenario in scenarios:
+            base_fn = family.baseline(scenario)
+            for case in cases:
+                row = Row(
+                    family.name, case.impl, case.store, scenario, case.note, case.is_websession
+                )
+                rows.append(row)
+                try:
+                    fn = case.build(scenario)
+                except Unavailable as exc:
+                    row.skipped = str(exc)
+                    continue
+                gc.collect()
+                base, timed = _paired(base_fn, fn, budget)
+                row.median_us = timed.median_us
+                row.baseline_us = base.median_us
+                # The median of paired differences: a repeat slowed by another process on the
+                # machine slows its baseline neighbour too, and the pair cancels it.
+                row.overhead_us = (
+                    statistics.median(
+                        c - b for c, b in zip(timed.per_call_ns, base.per_call_ns, strict=True)
+                    )
+                    / 1000.0
+                )
+                row.samples_us = [round(s / 1000, 3) for s in timed.per_call_ns]
+                row.iterations = timed.iterations
+                progress(
+                    f"  {case.impl:<22} {case.store:<7} {scenario:<9} "
+                    f"{row.overhead_us:9.1f} us over {row.baseline_us:.1f}"
+                )
+    _add_ratios(rows)
+    return rows, missing
+
+
+def _add_ratios(rows: list[Row]) -> None:
+    ours = {
+        (r.family, r.store, r.scenario): r.overhead_us
+        for r in rows
+        if r.is_websession and r.overhead_us is not None
+    }
+    for row in rows:
+        reference = ours.get((row.family, row.store, row.scenario))
+        # Below a tenth of a microsecond the websession figure is noise, and so is any ratio.
+        if row.overhead_us is not None and reference is not None and reference > 0.1:
+            row.ratio = row.overhead_us / reference
+
+
+def raw_cookie_reference(budget: Budget) -> dict[str, float]:
+    """Microseconds for the bare msgspec + base64 + HMAC read and write round trip."""
+    return {name: measure(fn, budget).median_us for name, fn in raw_cookie.references().items()}
+
+
+def untouched_store_calls(workdir: Path, requests: int = 200) -> dict[str, int]:
+    """How many store calls untouched requests make, per driver, with a cookie present."""
+    from websession.asgi import SessionMiddleware as ASGIMiddleware
+    from websession.wsgi import SessionMiddleware as WSGIMiddleware
+
+    from .starlette_family import make_app as starlette_app
+    from .wsgi_family import plain_app
+
+    counts: dict[str, int] = {}
+    kinds = ["memory"]
+    try:
+        make_store("sqlite", workdir, "calls-probe")
+        kinds.append("sqlite")
+    except Unavailable:
+        pass
+    for kind in kinds:
+        store = CountingStore(make_store(kind, workdir, f"calls-wsgi-{kind}"))
+        wsgi = WSGIMiddleware(plain_app(lambda e: e["websession.session"]), store=store)
+        cookie = cookies_from(wsgi_request(wsgi, wsgi_environ("/new"))[1])
+        store.calls = 0
+        call = wsgi_caller(wsgi, wsgi_environ("/untouched", cookie))
+        for _ in range(requests):
+            call()
+        counts[f"wsgi {kind}"] = store.calls
+        try:
+            app = starlette_app(None)
+        except ImportError:
+            continue
+        store = CountingStore(make_store(kind, workdir, f"calls-asgi-{kind}"))
+        asgi = ASGIMiddleware(app, store=store)
+        cookie = cookies_from(asgi_request(asgi, asgi_scope("/new"))[1])
+        store.calls = 0
+        acall = asgi_caller(asgi, asgi_scope("/untouched", cookie))
+        for _ in range(requests):
+            acall()
+        counts[f"asgi {kind}"] = store.calls
+    return counts
+
+
+# -- facts, tables and targets -------------------------------------------------------------
+
+
+def machine_facts(workdir: Path) -> dict[str, str]:
+    facts = {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "cpu": _cpu_model(),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "sqlite": sqlite3.sqlite_version,
+    }
+    try:
+        # The store opens its file lazily; one call makes it set its pragmas.
+        make_store("sqlite", workdir, "facts-probe").load("0" * 64)
+        mode = journal_mode(workdir / "ws-facts-probe.db")
+        facts["websession sqlite"] = f"journal_mode={mode}, synchronous={SQLITE_SYNCHRONOUS}"
+    except Unavailable as exc:
+        facts["websession sqlite"] = f"unavailable ({exc})"
+    facts["peer sqlite"] = (
+        "WAL + synchronous=NORMAL for Beaker, Flask-Session and Django 'django'; "
+        "Django 'django (stock sqlite)' keeps Django's defaults (journal=DELETE, synchronous=FULL)"
+    )
+    versions = []
+    for package in PACKAGES:
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} (not installed)")
+    facts["packages"] = ", ".join(versions)
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(value: float | None, width: int, digits: int = 1) -> str:
+    return f"{value:{width}.{digits}f}" if value is not None else " " * (width - 1) + "-"
+
+
+def render_tables(rows: list[Row], scenarios: Sequence[str]) -> str:
+    out: list[str] = []
+    head = f"{'family':<10} {'implementation':<22}" + "".join(
+        f" {s + ' µs':>13} {'x ws':>5}" for s in scenarios
+    )
+    for store in STORES:
+        store_rows = [r for r in rows if r.store == store]
+        if not store_rows:
+            continue
+        out.append(f"\n== {store} store: overhead over the framework's baseline, µs/request ==")
+        out.append(head)
+        out.append("-" * len(head))
+        keys: list[tuple[str, str]] = []
+        for r in store_rows:
+            if (r.family, r.impl) not in keys:
+                keys.append((r.family, r.impl))
+        last_family = ""
+        notes: list[str] = []
+        for family, impl in keys:
+            if family != last_family:
+                base = {
+                    r.scenario: r.baseline_us
+                    for r in rows
+                    if r.family == family and r.baseline_us is not None
+                }
+                line = f"{family:<10} {'(baseline, absolute)':<22}"
+                line += "".join(f" {_fmt(base.get(s), 13)} {'':>5}" for s in scenarios)
+                out.append(line)
+                last_family = family
+            by_scenario = {
+                r.scenario: r for r in store_rows if r.family == family and r.impl == impl
+            }
+            line = f"{'':<10} {impl:<22}"
+            for s in scenarios:
+                cell = by_scenario.get(s)
+                if cell is None or cell.overhead_us is None:
+                    line += f" {'n/a':>13} {'':>5}"
+                else:
+                    line += f" {_fmt(cell.overhead_us, 13)} {_fmt(cell.ratio, 5)}"
+            out.append(line)
+            first = next(iter(by_scenario.values()))
+            if first.skipped:
+                notes.append(f"{family}/{impl}: not measured: {first.skipped}")
+            elif first.note:
+                notes.append(f"{family}/{impl}: {first.note}")
+        out.extend("  note: " + n for n in notes)
+    return "\n".join(out)
+
+
+def _ws(rows: list[Row], family: str, store: str, scenario: str) -> float | None:
+    for r in rows:
+        if (r.family, r.store, r.scenario) == (family, store, scenario) and r.is_websession:
+            return r.overhead_us
+    return None
+
+
+def _peer(rows: list[Row], family: str, impl: str, store: str, scenario: str) -> float | None:
+    for r in rows:
+        if (r.family, r.impl, r.store, r.scenario) == (family, impl, store, scenario):
+            return r.overhead_us
+    return None
+
+
+def check_targets(
+    rows: list[Row], raw: dict[str, float], calls: dict[str, int]
+) -> list[tuple[bool, str]]:
+    """(passed, line) for every target the issue sets, per framework family."""
+    checks: list[tuple[bool, str]] = []
+    families = [f for f in TARGET_FAMILIES if any(r.family == f and r.is_websession for r in rows)]
+    for fam in families:
+        mem = {s: _ws(rows, fam, "memory", s) for s in SCENARIOS}
+        measured = {s: v for s, v in mem.items() if v is not None}
+        if measured:
+            worst = max(measured, key=lambda s: measured[s])
+            detail = ", ".join(f"{s} {v:.1f}" for s, v in measured.items())
+            checks.append(
+                (
+                    measured[worst] <= MEMORY_MAX_US,
+                    f"[{fam}] memory overhead <= {MEMORY_MAX_US:g} µs in every scenario: {detail}",
+                )
+            )
+        for scenario, limit in (("read", COOKIE_READ_MAX_X), ("write", COOKIE_WRITE_MAX_X)):
+            ours = _ws(rows, fam, "cookie", scenario)
+            if ours is None or not raw:
+                continue
+            floor = raw[scenario]
+            line = (
+                f"[{fam}] cookie {scenario} <= {limit:g}x raw msgspec+base64+HMAC "
+                f"({floor:.1f} µs): websession {ours:.1f} µs = {ours / floor:.1f}x"
+            )
+            for impl in ("starlette", "starsessions", "flask (own cookie)", "django", "beaker"):
+                peer = _peer(rows, fam, impl, "cookie", scenario)
+                if peer is not None:
+                    line += f"; {impl} {peer:.1f} µs = {peer / floor:.1f}x"
+            checks.append((ours / floor <= limit, line))
+        for scenario, limit_us in (("read", SQLITE_READ_MAX_US), ("write", SQLITE_WRITE_MAX_US)):
+            ours = _ws(rows, fam, "sqlite", scenario)
+            if ours is None:
+                continue
+            line = f"[{fam}] SQLite {scenario} <= {limit_us:g} µs: websession {ours:.1f} µs"
+            for impl in ("django", "django (stock sqlite)", "flask-session", "beaker"):
+                peer = _peer(rows, fam, impl, "sqlite", scenario)
+                if peer is not None:
+                    line += f"; {impl} {peer:.1f} µs"
+            checks.append((ours <= limit_us, line))
+        untouched = {s: _ws(rows, fam, s, "untouched") for s in STORES}
+        got = {s: v for s, v in untouched.items() if v is not None}
+        if got:
+            worst_store = max(got, key=lambda s: got[s])
+            detail = ", ".join(f"{s} {v:.1f}" for s, v in got.items())
+            checks.append(
+                (
+                    got[worst_store] <= UNTOUCHED_MAX_US,
+                    f"[{fam}] untouched <= {UNTOUCHED_MAX_US:g} µs: {detail}",
+                )
+            )
+    for driver, count in calls.items():
+        checks.append(
+            (count == 0, f"untouched requests make no store call ({driver}): {count} calls")
+        )
+    return checks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats (< 60 s)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated families, implementations or stores to run "
+        "(e.g. 'starlette' or 'beaker,django' or 'memory'); websession always runs",
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--iterations", type=int, help="fixed iterations per repeat (smoke runs)")
+    parser.add_argument("--repeats", type=int, help="repeats per measurement")
+    args = parser.parse_args(argv)
+
+    only = [o.strip() for o in args.only.split(",") if o.strip()]
+    budget = Budget(repeats=5, target_seconds=0.012) if args.quick else Budget()
+    if args.iterations is not None or args.repeats is not None:
+        budget = Budget(
+            repeats=args.repeats or budget.repeats,
+            target_seconds=budget.target_seconds,
+            iterations=args.iterations,
+        )
+    families = [f for f in FAMILIES if f in only] or list(FAMILIES)
+    stores = [s for s in STORES if s in only] or list(STORES)
+    peer_filter = [o for o in only if o not in FAMILIES and o not in STORES]
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="websession-bench-") as tmp:
+        workdir = Path(tmp)
+        facts = machine_facts(workdir)
+        print("websession benchmarks: " + ("--quick" if args.quick else "full run"))
+        for key, value in facts.items():
+            print(f"  {key}: {value}")
+        print(
+            f"  method: in-process WSGI/ASGI calls, {budget.repeats} repeats alternating with the "
+            "baseline, median of per-request means"
+        )
+        from .peer_sqlite import use_wal_normal_for_sqlalchemy
+
+        use_wal_normal_for_sqlalchemy()
+        rows, missing = run_benchmarks(
+            budget,
+            only=peer_filter,
+            families=families,
+            stores=stores,
+            workdir=workdir,
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
+        raw = raw_cookie_reference(budget)
+        calls = untouched_store_calls(workdir)
+    for name, reason in missing.items():
+        print(f"\nfamily {name} not measured: {reason}")
+    print(render_tables(rows, SCENARIOS))
+    print(
+        "\nraw signed-cookie reference (msgspec JSON + urlsafe base64 + HMAC-SHA256, "
+        f"same payload): read {raw['read']:.1f} µs, write round trip {raw['write']:.1f} µs"
+    )
+    print(
+        "\n== targets (overhead, median, same run; judged on the bare "
+        + " and ".join(TARGET_FAMILIES)
+        + " families) =="
+    )
+    checks = check_targets(rows, raw, calls)
+    for passed, line in checks:
+        print(f"{'PASS' if passed else 'MISS'}  {line}")
+    elapsed = time.perf_counter() - started
+    print(f"\n{len(rows)} measurements in {elapsed:.0f} s")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "facts": facts,
+                    "budget": asdict(budget),
+                    "raw_cookie_us": raw,
+                    "untouched_store_calls": calls,
+                    "targets": [{"pass": p, "check": line} for p, line in checks],
+                    "missing_families": missing,
+                    "rows": [asdict(r) for r in rows],
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

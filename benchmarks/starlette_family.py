@@ -1,0 +1,198 @@
+"""Starlette: the app alone, with websession's ASGI middleware, Starlette's SessionMiddleware,
+and starsessions. Every middleware wraps the same Starlette app from outside (pure ASGI)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    SECRET,
+    Case,
+    Family,
+    Unavailable,
+    asgi_builder,
+    asgi_caller,
+    asgi_scope,
+    fill_session,
+    read_session,
+    write_session,
+)
+from .websession_stores import make_store
+
+
+def make_app(load: Callable[[Any], Any] | None, *, uses_session: bool = True) -> Any:
+    """A Starlette app with one async endpoint per scenario.
+
+    ``load`` is awaited before the session is used (starsessions needs it);
+    ``uses_session=False`` gives the baseline, whose endpoints never look at it.
+    """
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    def endpoint(scenario: str) -> Callable[[Any], Any]:
+        async def handler(request: Any) -> Any:
+            if not uses_session or scenario == "untouched":
+                return PlainTextResponse("ok")
+            if load is not None:
+                await load(request)
+            session = request.session
+            if scenario == "read":
+                read_session(session)
+            elif scenario == "write":
+                write_session(session)
+            elif scenario == "new":
+                fill_session(session)
+            elif scenario == "check":
+                return PlainTextResponse(str(read_session(session)))
+            return PlainTextResponse("ok")
+
+        return handler
+
+    routes = [Route("/" + s, endpoint(s)) for s in ("read", "write", "new", "untouched", "check")]
+    return Starlette(routes=routes)
+
+
+def bare_app(load: Callable[[Any], Any] | None, *, uses_session: bool = True) -> Any:
+    """A bare ASGI callable (no framework) with the same scenarios as :func:`make_app`."""
+    from starlette.requests import HTTPConnection
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope["path"]
+        body = b"1"
+        if uses_session and path != "/untouched":
+            if load is not None:
+                await load(HTTPConnection(scope))
+            session = scope["session"]
+            if path == "/read":
+                read_session(session)
+            elif path == "/write":
+                write_session(session)
+            elif path == "/new":
+                fill_session(session)
+            elif path == "/check":
+                body = str(read_session(session)).encode()
+        # A fresh message each time: middlewares append their Set-Cookie to its headers.
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _baseline(scenario: str) -> Callable[[], None]:
+    return asgi_caller(make_app(None, uses_session=False), asgi_scope("/" + scenario))
+
+
+def _bare_baseline(scenario: str) -> Callable[[], None]:
+    return asgi_caller(bare_app(None, uses_session=False), asgi_scope("/" + scenario))
+
+
+AppFactory = Callable[..., Any]
+
+
+def _websession(
+    kind: str, workdir: Path, factory: AppFactory
+) -> Callable[[str], Callable[[], None]]:
+    from websession.asgi import SessionMiddleware
+
+    def build(scenario: str) -> Callable[[], None]:
+        store = make_store(kind, workdir, f"asgi-{factory.__name__}-{scenario}")
+        app = SessionMiddleware(factory(None), store=store)
+        return asgi_builder(app, f"websession {kind} ({factory.__name__})")(scenario)
+
+    return build
+
+
+def _starlette_cookie(factory: AppFactory) -> Callable[[str], Callable[[], None]]:
+    def build(scenario: str) -> Callable[[], None]:
+        from starlette.middleware.sessions import SessionMiddleware
+
+        app = SessionMiddleware(factory(None), secret_key=SECRET)
+        return asgi_builder(app, "starlette cookie")(scenario)
+
+    return build
+
+
+def _starsessions(kind: str, factory: AppFactory) -> Callable[[str], Callable[[], None]]:
+    def build(scenario: str) -> Callable[[], None]:
+        try:
+            from starsessions import CookieStore, InMemoryStore, SessionMiddleware, load_session
+        except ImportError as exc:
+            raise Unavailable(f"starsessions not installed: {exc}") from None
+        store: Any = InMemoryStore() if kind == "memory" else CookieStore(secret_key=SECRET)
+        app = SessionMiddleware(
+            factory(load_session), store=store, lifetime=1800, cookie_https_only=False
+        )
+        return asgi_builder(app, f"starsessions {kind}")(scenario)
+
+    return build
+
+
+def _cases(fam: Family, workdir: Path, factory: AppFactory) -> Family:
+    for kind in ("memory", "file", "sqlite", "cookie"):
+        fam.cases.append(
+            Case(
+                fam.name,
+                "websession",
+                kind,
+                _websession(kind, workdir, factory),
+                is_websession=True,
+            )
+        )
+        if kind == "memory":
+            fam.cases.append(
+                Case(
+                    fam.name,
+                    "starsessions",
+                    kind,
+                    _starsessions(kind, factory),
+                    note="InMemoryStore",
+                )
+            )
+        elif kind == "cookie":
+            fam.cases.append(
+                Case(
+                    fam.name,
+                    "starlette",
+                    kind,
+                    _starlette_cookie(factory),
+                    note="starlette.middleware.sessions (itsdangerous, JSON + base64)",
+                )
+            )
+            fam.cases.append(
+                Case(
+                    fam.name,
+                    "starsessions",
+                    kind,
+                    _starsessions(kind, factory),
+                    note="starsessions CookieStore (itsdangerous)",
+                )
+            )
+    return fam
+
+
+def _require_starlette() -> None:
+    try:
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        raise Unavailable(f"starlette not installed: {exc}") from None
+
+
+def family(workdir: Path) -> Family:
+    """Everything inside a Starlette application."""
+    _require_starlette()
+    return _cases(
+        Family("starlette", "Starlette app (async endpoints)", _baseline), workdir, make_app
+    )
+
+
+def bare_family(workdir: Path) -> Family:
+    """The same middlewares around a bare ASGI callable: the least framework noise."""
+    _require_starlette()
+    return _cases(Family("asgi", "bare ASGI callable", _bare_baseline), workdir, bare_app)

@@ -1,0 +1,115 @@
+"""Plain WSGI: a bare WSGI callable, with websession's WSGI middleware and with Beaker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    SECRET,
+    Case,
+    Family,
+    Unavailable,
+    WSGIApp,
+    fill_session,
+    read_session,
+    write_session,
+    wsgi_builder,
+    wsgi_caller,
+    wsgi_environ,
+)
+from .websession_stores import make_store
+
+_HEADERS = [("Content-Type", "text/plain; charset=utf-8")]
+
+
+def plain_app(
+    get_session: Callable[[dict[str, Any]], Any] | None,
+    after_change: Callable[[Any], None] | None = None,
+) -> WSGIApp:
+    """The app under test: each path is one scenario; /check reports what a read found."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        body = b"ok"
+        if get_session is not None and path != "/untouched":
+            session = get_session(environ)
+            if path == "/read":
+                read_session(session)
+            elif path == "/write":
+                write_session(session)
+            elif path == "/new":
+                fill_session(session)
+            elif path == "/check":
+                body = str(read_session(session)).encode()
+            if after_change is not None and path in ("/write", "/new"):
+                after_change(session)
+        start_response("200 OK", [*_HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def _baseline(scenario: str) -> Callable[[], None]:
+    return wsgi_caller(plain_app(None), wsgi_environ("/" + scenario))
+
+
+def _websession(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
+    from websession.wsgi import SessionMiddleware
+
+    def build(scenario: str) -> Callable[[], None]:
+        store = make_store(kind, workdir, f"wsgi-{scenario}")
+        app = SessionMiddleware(
+            plain_app(lambda environ: environ["websession.session"]), store=store
+        )
+        return wsgi_builder(app, f"websession {kind}")(scenario)
+
+    return build
+
+
+_BEAKER_TYPES = {"memory": "memory", "file": "file", "sqlite": "ext:database", "cookie": "cookie"}
+
+
+def _beaker(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
+    def build(scenario: str) -> Callable[[], None]:
+        try:
+            from beaker.middleware import SessionMiddleware
+        except ImportError as exc:
+            raise Unavailable(f"beaker not installed: {exc}") from None
+        label = f"beaker-{kind}-{scenario}"
+        config: dict[str, Any] = {"session.type": _BEAKER_TYPES[kind], "session.key": "beaker"}
+        if kind == "file":
+            config["session.data_dir"] = str(workdir / label / "data")
+            config["session.lock_dir"] = str(workdir / label / "lock")
+        elif kind == "sqlite":
+            try:
+                import sqlalchemy  # noqa: F401
+            except ImportError:
+                raise Unavailable("Beaker's database store needs SQLAlchemy") from None
+            config["session.url"] = f"sqlite:///{workdir / label}.db"
+            config["session.lock_dir"] = str(workdir / label / "lock")
+        elif kind == "cookie":
+            config["session.validate_key"] = SECRET
+        app = SessionMiddleware(
+            plain_app(lambda environ: environ["beaker.session"], lambda s: s.save()), config
+        )
+        return wsgi_builder(app, f"beaker {kind}")(scenario)
+
+    return build
+
+
+def family(workdir: Path) -> Family:
+    fam = Family("wsgi", "plain WSGI callable", _baseline)
+    for kind in ("memory", "file", "sqlite", "cookie"):
+        fam.cases.append(
+            Case("wsgi", "websession", kind, _websession(kind, workdir), is_websession=True)
+        )
+        note = {
+            "memory": "beaker memory namespace",
+            "file": "beaker file namespace (file locks)",
+            "sqlite": "beaker ext:database over SQLAlchemy, pickled rows",
+            "cookie": "beaker cookie, signed (validate_key), pickle serializer",
+        }[kind]
+        fam.cases.append(Case("wsgi", "beaker", kind, _beaker(kind, workdir), note=note))
+    return fam

@@ -1,0 +1,83 @@
+"""The benchmark runner works end to end in a tiny configuration (websession and Beaker)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("beaker")
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("read", "write", "new", "untouched")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench") / "out.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--iterations",
+            "20",
+            "--repeats",
+            "2",
+            "--only",
+            "wsgi,memory,cookie,beaker",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, json.loads(out.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("impl", ["websession", "beaker"])
+@pytest.mark.parametrize("store", ["memory", "cookie"])
+def test_every_scenario_is_measured(
+    report: tuple[str, dict[str, Any]], impl: str, store: str
+) -> None:
+    rows = [r for r in report[1]["rows"] if r["impl"] == impl and r["store"] == store]
+    assert sorted(r["scenario"] for r in rows) == sorted(SCENARIOS)
+    for row in rows:
+        assert row["family"] == "wsgi"
+        assert row["skipped"] == ""
+        assert row["median_us"] > 0
+        assert row["baseline_us"] > 0
+        assert row["overhead_us"] is not None
+        assert row["iterations"] == 20
+        assert len(row["samples_us"]) == 2
+
+
+def test_only_selects_family_store_and_peer(report: tuple[str, dict[str, Any]]) -> None:
+    rows = report[1]["rows"]
+    assert {r["family"] for r in rows} == {"wsgi"}
+    assert {r["store"] for r in rows} == {"memory", "cookie"}
+    assert {r["impl"] for r in rows} == {"websession", "beaker"}
+
+
+def test_output_has_facts_tables_and_target_lines(report: tuple[str, dict[str, Any]]) -> None:
+    stdout, data = report
+    assert "  python: " in stdout
+    assert "journal_mode=" in stdout
+    assert "== memory store" in stdout
+    assert "== cookie store" in stdout
+    assert "raw signed-cookie reference" in stdout
+    checks = [t["check"] for t in data["targets"]]
+    assert any("memory overhead <= 8" in c for c in checks)
+    assert any("cookie read <= 2x" in c for c in checks)
+    assert data["untouched_store_calls"]["wsgi memory"] == 0
+    peer = next(r for r in data["rows"] if r["impl"] == "beaker" and r["scenario"] == "read")
+    assert peer["ratio"] is None or peer["ratio"] > 0
