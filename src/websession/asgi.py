@@ -37,14 +37,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    values = [v for k, v in scope.get("headers", ()) if k == name]
-    if not values:
-        return None
-    return (
-        "; ".join(v.decode("latin-1") for v in values)
-        if name == b"cookie"
-        else values[0].decode("latin-1")
-    )
+    found: str | None = None
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            if found is None:
+                found = value.decode("latin-1")
+                if name != b"cookie":
+                    return found
+            else:
+                # HTTP/2 may split cookies over several headers.
+                found = f"{found}; {value.decode('latin-1')}"
+    return found
 
 
 class SessionMiddleware:
@@ -72,11 +75,18 @@ class SessionMiddleware:
         self.store = driver.store
         self.scope_key = scope_key
         self._header_key = driver.header_name.lower().encode("latin-1")
+        self._vary_value = (
+            b"Cookie" if driver.cookie_transport else driver.header_name.encode("latin-1")
+        )
         flow, sync_store = driver.flow, driver.sync_store
         self._inline = driver.async_store is None
 
         def load(session: Session) -> None:
-            run_sync(flow.load(session), sync_store)
+            key = flow.load_key(session)
+            if key is not None:
+                doomed = flow.loaded(session, key, sync_store.load(key))
+                if doomed is not None:
+                    sync_store.delete(doomed)
 
         self._load = load
 
@@ -157,28 +167,34 @@ class SessionMiddleware:
         driver = self._driver
         client = scope.get("client")
         peer = client[0] if client else None
-        gen = driver.flow.commit(
-            session,
-            status,
-            driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
-            _header(scope, b"user-agent"),
-        )
-        if self._inline:
-            outcome = run_sync(gen, driver.sync_store)
-        else:
-            outcome = await run_async(gen, driver.async_store)
-        plain: list[tuple[str, str]] = []
+        outcome = driver.flow.settled(session, status)
+        if outcome is None:
+            gen = driver.flow.commit(
+                session,
+                status,
+                driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
+                _header(scope, b"user-agent"),
+            )
+            if self._inline:
+                outcome = run_sync(gen, driver.sync_store)
+            else:
+                outcome = await run_async(gen, driver.async_store)
+        self._vary(headers)
         if outcome.token is not None or outcome.clear:
             secure = driver.secure(
                 scope.get("scheme", "http"), peer, _header(scope, b"x-forwarded-proto")
             )
-            plain = driver.response_headers(outcome, secure)
-        vary = "Cookie" if driver.cookie_transport else driver.header_name
-        existing = [
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() == b"vary"
-        ]
-        if existing:
-            headers[:] = [(k, v) for k, v in headers if k.lower() != b"vary"]
-        add_vary(existing, vary)
-        plain = existing + plain
-        headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in plain)
+            headers.extend(
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in driver.response_headers(outcome, secure)
+            )
+
+    def _vary(self, headers: list[tuple[bytes, bytes]]) -> None:
+        value = self._vary_value
+        for i, (name, current) in enumerate(headers):
+            if name.lower() == b"vary":
+                merged = [(name.decode("latin-1"), current.decode("latin-1"))]
+                add_vary(merged, value.decode("latin-1"))
+                headers[i] = (name, merged[0][1].encode("latin-1"))
+                return
+        headers.append((b"vary", value))

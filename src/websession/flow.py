@@ -201,9 +201,24 @@ class Flow:
 
     def load(self, session: Session) -> FlowGen:
         """Load the session named by ``session._token`` (set by the driver) into ``session``."""
+        key = self.load_key(session)
+        if key is not None:
+            entry = yield Load(key)
+            doomed = self.loaded(session, key, entry)
+            if doomed is not None:
+                yield Delete(doomed)
+
+    # The two steps of load(), for drivers that call a sync store inline: the same
+    # decisions without a generator round trip on the hottest path.
+
+    def load_key(self, session: Session) -> str | None:
+        """The store key to load for ``session``, or None when there is nothing to load.
+
+        Client-side (cookie) sessions are decoded right here, with no store call.
+        """
         token = session._token
         if token is None:
-            return
+            return None
         client = self._client
         if client is not None:
             try:
@@ -211,33 +226,54 @@ class Flow:
             except DecodeError as exc:
                 security_log.warning("session cookie rejected: %s", exc)
                 session._stale = True
-                return
-            key = ""
-        else:
-            if not is_valid_id(token):
-                security_log.warning(
-                    "session token of the wrong shape rejected (length %d)", len(token)
-                )
-                session._stale = True
-                return
-            key = hash_id(token)
-            entry = yield Load(key)
+                return None
+            self.loaded(session, "", entry)
+            return None
+        if not is_valid_id(token):
+            security_log.warning(
+                "session token of the wrong shape rejected (length %d)", len(token)
+            )
+            session._stale = True
+            return None
+        return hash_id(token)
+
+    def loaded(self, session: Session, key: str, entry: Entry | None) -> str | None:
+        """Adopt what the store returned for ``key``; returns a key to delete, or None."""
         if entry is None:
             session._stale = True
-            return
-        now = self.clock()
-        if self._expired(entry, now):
+            return None
+        if self._expired(entry, self.clock()):
             session._stale = True
-            if client is None:
-                yield Delete(key)
-            return
+            return key or None
         try:
             payload = decode_payload(entry.payload)
         except DecodeError as exc:
             security_log.warning("stored session payload rejected, starting afresh: %s", exc)
             session._stale = True
-            return
+            return None
         session._adopt(entry, payload, key)
+        return None
+
+    def settled(self, session: Session, status: int) -> Outcome | None:
+        """The commit's outcome when it needs no store call, else None (run :meth:`commit`).
+
+        Most requests end here: untouched, read-only, or a 5xx.
+        """
+        if not session.accessed or status >= 500:
+            return NOTHING
+        if session._rotate or session._destroyed_keys:
+            return None
+        entry = session._entry
+        if entry is None:
+            if session._is_empty():
+                return CLEAR if session._stale else NOTHING
+            return None
+        now = self.clock()
+        if now - entry.last_seen >= self._touch or session._changed():
+            return None
+        if self._absolute is not None and now >= entry.created + self._absolute:
+            return None
+        return NOTHING
 
     def _expired(self, entry: Entry, now: float) -> bool:
         if now >= entry.expires:
@@ -297,7 +333,7 @@ class Flow:
 
         key = session._key or ""
         # Nothing set and no mutable value handed out: the payload cannot differ.
-        changed = session.modified or session._exposed
+        changed = session._changed()
         payload = self._encode(session) if changed else (session._loaded_payload or b"")
         if changed and payload != session._loaded_payload:
             base_version = entry.version
@@ -347,7 +383,7 @@ class Flow:
         if (
             entry is not None
             and not session._rotate
-            and not (session.modified or session._exposed)
+            and not session._changed()
             and now - entry.last_seen < self._touch
         ):
             return NOTHING
@@ -383,7 +419,8 @@ class Flow:
                 c=session._csrf,
                 x=session._expiry,
                 b=session._browser_session,
-            )
+            ),
+            session._dirty_keys(),
         )
         if check_limit and len(payload) > self._limit:
             raise PayloadTooLarge(len(payload), self._limit, "this store", _largest(session))
@@ -461,6 +498,9 @@ def _rebase(
     session._loaded_payload = payload
     session._rotate = False
     session._login = False
+    # Values set before this save are still live objects (tuples, sets...): the next
+    # encode must walk everything again.
+    session._clean_load = False
     session._log.clear()
     session._cleared = False
     session._destroyed_keys.clear()

@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import msgspec
+
 from .codecs import check_value
 from .config import to_seconds
 from .errors import SessionStateError
@@ -26,6 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 _MISSING: Any = object()
+
+# A value's plain msgspec JSON, used only to notice in-place changes of values the
+# app was handed: C speed, unlike the tagged payload encoding. Its one blind spot
+# is a nested value replaced by another type with the same JSON (a list by a tuple
+# of the same items); assigning the key again (session[k] = v) always saves.
+_fingerprint = msgspec.json.Encoder().encode
 # Values that cannot change in place: reading them never forces an encode at commit.
 _IMMUTABLE = frozenset(
     {str, int, float, bool, type(None), bytes, datetime, date, time, timedelta, UUID, Decimal}
@@ -44,13 +52,14 @@ class Session(MutableMapping[str, Any]):
 
     __slots__ = (
         "_browser_session",
+        "_clean_load",
         "_cleared",
         "_csrf",
         "_data",
         "_destroyed_keys",
         "_entry",
         "_expiry",
-        "_exposed",
+        "_exposed_all",
         "_flashes",
         "_flashes_added",
         "_flashes_consumed",
@@ -62,6 +71,7 @@ class Session(MutableMapping[str, Any]):
         "_log",
         "_login",
         "_rotate",
+        "_snapshots",
         "_stale",
         "_token",
         "_user_id",
@@ -81,13 +91,16 @@ class Session(MutableMapping[str, Any]):
         self._loaded = loader is None
         self.accessed = False
         self.modified = False
-        # True once a mutable value (list, dict...) was handed out: it may be changed
-        # in place, so the commit must encode and compare. Code that reaches into
-        # ``_data`` directly must set it too.
-        self._exposed = False
+        # Mutable values (list, dict...) handed out may be changed in place. Each one's
+        # encoding at hand-out time is kept, so the commit re-encodes only those
+        # values, not the whole payload. ``_exposed_all`` forces a full comparison;
+        # code that reaches into ``_data`` directly must set it.
+        self._snapshots: dict[str, bytes] | None = None
+        self._exposed_all = False
         self.is_new = True
         self._log: list[tuple[str, str | None]] = []
         self._cleared = False
+        self._clean_load = False
         self._flashes: list[tuple[str, Any]] = []
         self._flashes_consumed: list[tuple[str, Any]] = []
         self._flashes_added: list[tuple[str, Any]] = []
@@ -131,19 +144,66 @@ class Session(MutableMapping[str, Any]):
         self._expiry = payload.x
         self._browser_session = payload.b
         self._user_id = entry.user_id
+        # A payload without type tags decodes to plain JSON values only, which the
+        # commit's encode need not walk again unless they were set or handed out.
+        self._clean_load = b'"\\u0000t"' not in entry.payload
         self.is_new = False
 
     # -- the mapping -------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        self._use()
+        self.accessed = True
+        if not self._loaded:
+            self._use()
         value = self._data[key]
         if type(value) not in _IMMUTABLE:
-            self._exposed = True
+            self._expose(key, value)
         return value
 
+    def _expose(self, key: str, value: Any) -> None:
+        if self._exposed_all:
+            return
+        snapshots = self._snapshots
+        if snapshots is None:
+            snapshots = self._snapshots = {}
+        elif key in snapshots:
+            return
+        if self.modified or self._entry is None:
+            snapshots[key] = b""  # the commit encodes anyway; the key is only marked dirty
+            return
+        try:
+            snapshots[key] = _fingerprint(value)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            self._exposed_all = True
+
+    def _dirty_keys(self) -> set[str] | None:
+        """Keys whose values may need type tags at commit; None means all of them."""
+        if not self._clean_load or self._exposed_all or self._entry is None:
+            return None
+        keys = {key for op, key in self._log if op == "set"}
+        if self._snapshots:
+            keys.update(self._snapshots)
+        return keys  # type: ignore[return-value]
+
+    def _changed(self) -> bool:
+        """Whether the data may differ from what was loaded (exact for in-place changes)."""
+        if self.modified or self._exposed_all:
+            return True
+        snapshots = self._snapshots
+        if snapshots:
+            data = self._data
+            try:
+                for key, before in snapshots.items():
+                    if key not in data or _fingerprint(data[key]) != before:
+                        return True
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                return True
+        return False
+
     def __setitem__(self, key: str, value: Any) -> None:
-        self._use()
+        self.accessed = True
+        if not self._loaded:
+            self._use()
         if self._frozen and self._key is None:
             self._check_not_frozen("storing data in a session that has no record yet")
         if type(key) is not str:
@@ -168,14 +228,20 @@ class Session(MutableMapping[str, Any]):
         return len(self._data)
 
     def __contains__(self, key: object) -> bool:
-        self._use()
+        self.accessed = True
+        if not self._loaded:
+            self._use()
         return key in self._data
 
     def get(self, key: str, default: Any = None) -> Any:
-        self._use()
-        value = self._data.get(key, default)
+        self.accessed = True
+        if not self._loaded:
+            self._use()
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
         if type(value) not in _IMMUTABLE:
-            self._exposed = True
+            self._expose(key, value)
         return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -207,7 +273,7 @@ class Session(MutableMapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy of the data, e.g. for ``json.dumps``."""
         self._use()
-        self._exposed = True
+        self._exposed_all = True
         return dict(self._data)
 
     @property

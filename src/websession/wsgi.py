@@ -62,7 +62,11 @@ class SessionMiddleware:
         flow, sync_store = driver.flow, driver.sync_store
 
         def load(session: Session) -> None:
-            run_sync(flow.load(session), sync_store)
+            key = flow.load_key(session)
+            if key is not None:
+                doomed = flow.loaded(session, key, sync_store.load(key))
+                if doomed is not None:
+                    sync_store.delete(doomed)
 
         self._load = load
 
@@ -129,15 +133,17 @@ class SessionMiddleware:
         except ValueError:
             code = 500
         peer = environ.get("REMOTE_ADDR")
-        outcome = run_sync(
-            driver.flow.commit(
-                session,
-                code,
-                driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
-                environ.get("HTTP_USER_AGENT"),
-            ),
-            driver.sync_store,
-        )
+        outcome = driver.flow.settled(session, code)
+        if outcome is None:
+            outcome = run_sync(
+                driver.flow.commit(
+                    session,
+                    code,
+                    driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
+                    environ.get("HTTP_USER_AGENT"),
+                ),
+                driver.sync_store,
+            )
         add_vary(headers, "Cookie" if driver.cookie_transport else driver.header_name)
         if outcome.token is not None or outcome.clear:
             secure = driver.secure(
