@@ -42,7 +42,8 @@ def test_round_trip(store: CookieStore, clock: FakeClock) -> None:
 
 def test_token_is_cookie_safe(store: CookieStore, clock: FakeClock) -> None:
     token = dump(store, clock)
-    assert all(c.isalnum() or c in "-_." for c in token)
+    # RFC 6265 cookie-octet: visible ASCII except DQUOTE, comma, semicolon, backslash.
+    assert all(0x21 <= ord(c) <= 0x7E and c not in '",;\\' for c in token)
 
 
 def test_signed_token_is_readable_encrypted_is_not(clock: FakeClock) -> None:
