@@ -82,7 +82,12 @@ def run_keys(client: redis.Redis, prefix: str = RUN_PREFIX) -> list[bytes]:
 @pytest.fixture(scope="module", autouse=True)
 def server() -> Iterator[redis.Redis]:
     """A plain client to the test server; skips (or fails under CI) when there is none."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    client = redis.Redis.from_url(
+        REDIS_URL,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+    )
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -338,7 +343,7 @@ def test_async_operations_are_one_round_trip_each() -> None:
 def test_a_server_that_lost_its_scripts_gets_them_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # A script body no server has seen stands for a flushed script cache,
     # without flushing the shared server's cache.
-    unseen = redis_module._Script(redis_module._LOAD.body + f"\n-- {uuid.uuid4().hex}")
+    unseen = redis_module._Script(redis_module._LOAD.body.decode() + f"\n-- {uuid.uuid4().hex}")
     monkeypatch.setattr(redis_module, "_LOAD", unseen)
     client = counting_client()
     store = RedisStore(client, prefix=fresh_prefix())
@@ -432,13 +437,26 @@ def test_the_raw_dump_holds_hashed_keys_and_no_session_id(server: redis.Redis) -
     token = cookie_value(set_cookies(headers)[0])
     keys = run_keys(server, store.prefix)
     assert keys == [(store.prefix + hash_id(token)).encode()]
-    record = server.hgetall(keys[0])
-    assert set(record) == {b"p", b"v", b"c", b"s", b"i", b"a"}  # no user: no "u" field
-    assert record[b"a"] == b"dump-test"
-    assert b"apple" in record[b"p"]
-    dump = b"".join([keys[0], *record, *record.values()])
-    assert token.encode() not in dump
+    value = server.get(keys[0])
+    assert value is not None
+    assert value.startswith(b"W1")
+    assert b"dump-test" in value  # the user agent, kept beside the payload
+    assert b"apple" in value
+    assert token.encode() not in keys[0] + value
     assert 0 < server.pttl(keys[0]) <= 1000 * app.config.idle_timeout
+
+
+def test_a_foreign_value_under_the_prefix_is_not_a_session(server: redis.Redis) -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+    key = make_key("foreign")
+    server.set(store.prefix + key, b"not a session record", ex=60)
+    assert store.load(key) is None
+    with pytest.raises(Conflict):
+        store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+    with pytest.raises(Conflict):
+        store.save(key, b"x", expected_version=1, ttl=TTL, meta=meta())
+    assert server.get(store.prefix + key) == b"not a session record"
+    assert list(store.entries()) == []
 
 
 DOWN_URL = "redis://:s3cret-pass@127.0.0.1:1/0"
@@ -598,3 +616,28 @@ def test_fifty_concurrent_asgi_writers_lose_no_update() -> None:
 
     assert asyncio.run(main()) == {"seed": True, **{f"k{i}": i for i in range(REQUESTS)}}
     assert conflicts > 0
+
+
+def test_store_from_url_builds_the_sync_or_async_store(server: redis.Redis) -> None:
+    from websession import store_from_url
+    from websession.stores import AsyncRedisStore as PublicAsync
+    from websession.stores import RedisStore as Public
+
+    prefix = fresh_prefix()
+    store = store_from_url(REDIS_URL, prefix=prefix)
+    assert type(store) is Public is RedisStore
+    assert store.prefix == prefix
+    store.save(make_key("from-url"), b"x", expected_version=None, ttl=TTL, meta=meta())
+    assert run_keys(server, prefix) == [(prefix + make_key("from-url")).encode()]
+    assert type(store_from_url(REDIS_URL, asynchronous=True)) is PublicAsync is AsyncRedisStore
+    tls = store_from_url("rediss://:pw@redis.invalid:6380/1")
+    assert isinstance(tls, RedisStore)
+    assert tls.client.connection_pool.connection_class is redis.SSLConnection
+    assert "pw@" not in repr(tls)
+
+
+def test_middlewares_build_the_redis_store_from_a_url() -> None:
+    wsgi = WSGIMiddleware(wsgi_app(lambda s, e: None), store=REDIS_URL)
+    asgi = ASGIMiddleware(wsgi_app(lambda s, e: None), store=REDIS_URL)
+    assert type(wsgi.store) is RedisStore
+    assert type(asgi.store) is AsyncRedisStore

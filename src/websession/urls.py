@@ -28,8 +28,9 @@ def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> A
     ``memory://``, ``file:///var/lib/sessions``, ``sqlite:///sessions.db``
     (``?synchronous=full`` for full durability) and ``cookie://`` (signed;
     ``?encrypt=true`` for AES-GCM; keys from ``secret_keys=`` or the
-    ``WEBSESSION_SECRET_KEY`` environment variable). Extra keyword arguments
-    go to the store's constructor.
+    ``WEBSESSION_SECRET_KEY`` environment variable), ``redis://`` and
+    ``rediss://`` (TLS; ``?prefix=app:`` sets the key prefix). Extra keyword
+    arguments go to the store's constructor.
     """
     if not isinstance(url, str) or "://" not in url:
         raise SessionConfigError(f"{url!r} is not a store URL such as 'sqlite:///sessions.db'")
@@ -64,6 +65,12 @@ def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> A
             options.setdefault("synchronous", query.pop("synchronous").upper())
         sqlite_store = SQLiteStore(path, **options)
         return AsyncSQLiteStore(sqlite_store) if asynchronous else sqlite_store
+    if scheme in ("redis", "rediss"):
+        # The whole URL goes to redis-py, which reads host, password, db and
+        # its own query options from it.
+        from .stores.redis import AsyncRedisStore, RedisStore
+
+        return AsyncRedisStore(url, **options) if asynchronous else RedisStore(url, **options)
     if scheme == "cookie":
         from .stores.cookie import CookieStore
 
@@ -72,5 +79,5 @@ def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> A
         return CookieStore(**options)
     raise SessionConfigError(
         f"unknown store URL scheme {scheme!r} in {mask_url(url)!r}; "
-        "known: memory://, file://, sqlite://, cookie://"
+        "known: memory://, file://, sqlite://, redis://, rediss://, cookie://"
     )

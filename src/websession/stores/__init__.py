@@ -13,11 +13,13 @@ from .memory import AsyncMemoryStore, MemoryStore
 
 if TYPE_CHECKING:
     from .file import AsyncFileStore, FileStore
+    from .redis import AsyncRedisStore, RedisStore
     from .sqlite import AsyncSQLiteStore, SQLiteStore
 
 __all__ = [
     "AsyncFileStore",
     "AsyncMemoryStore",
+    "AsyncRedisStore",
     "AsyncSQLiteStore",
     "AsyncStore",
     "CookieStore",
@@ -26,6 +28,7 @@ __all__ = [
     "InspectableStore",
     "MemoryStore",
     "Meta",
+    "RedisStore",
     "SQLiteStore",
     "Store",
 ]
@@ -35,6 +38,8 @@ _LAZY = {
     "AsyncFileStore": ".file",
     "SQLiteStore": ".sqlite",
     "AsyncSQLiteStore": ".sqlite",
+    "RedisStore": ".redis",
+    "AsyncRedisStore": ".redis",
 }
 
 
