@@ -86,3 +86,54 @@ async def test_asgi_answers_503_when_the_store_fails(db: Path, when: str) -> Non
     assert response.status_code == 503
     assert "session store" in response.text
     assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize("when", ["load", "save"])
+def test_wsgi_fail_open_serves_an_unsaved_session(
+    db: Path, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    app = SessionMiddleware(wsgi_app(_view), store=SQLiteStore(db), on_store_error="fail_open")
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://t") as client:
+        assert client.get("/").json() == {"n": 1}
+        if when == "load":
+            _break(db)
+        with caplog.at_level(logging.ERROR, logger="websession"):
+            response = client.get("/?break" if when == "save" else "/")
+    assert response.status_code == 200
+    # On a failed load the app saw an empty session; on a failed save its own data.
+    assert response.json() == {"n": 1 if when == "load" else 2}
+    assert "set-cookie" not in response.headers
+    assert any("fail" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_asgi_fail_open_with_an_unreachable_async_store() -> None:
+    pytest.importorskip("redis")
+    from websession.stores import AsyncRedisStore
+
+    store = AsyncRedisStore("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    app = ASGISessionMiddleware(asgi_app(_view), store=store, on_store_error="fail_open")
+    transport = httpx.ASGITransport(app=app)
+    token = "A" * 43  # well-formed, so the middleware must ask the store
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", cookies={"session": token}
+    ) as client:
+        response = await client.get("/")
+    assert response.status_code == 200
+    assert response.json() == {"n": 1}
+    assert "set-cookie" not in response.headers
+
+
+@pytest.mark.anyio
+async def test_asgi_answers_503_with_an_unreachable_async_store() -> None:
+    pytest.importorskip("redis")
+    from websession.stores import AsyncRedisStore
+
+    store = AsyncRedisStore("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    app = ASGISessionMiddleware(asgi_app(_view), store=store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", cookies={"session": "A" * 43}
+    ) as client:
+        response = await client.get("/")
+    assert response.status_code == 503

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import SessionConfig, build_config
 from .cookies import CookieRenderer, client_address, is_secure
-from .errors import SessionConfigError
-from .flow import Flow, Outcome
+from .errors import SessionConfigError, StoreUnavailable
+from .flow import NOTHING, Flow, Outcome, run_async, run_sync
+from .session import Session
 from .stores.base import InlineAsyncStore
 from .stores.cookie import CookieStore
 from .urls import store_from_url
 
 DEFAULT_STORE_URL = "sqlite:///websession.db"
+log = logging.getLogger("websession")
 
 
 class Driver:
@@ -80,6 +83,111 @@ class Driver:
         self.header_name = config.header_name
         secure = config.cookie_secure
         self.fixed_secure: bool | None = None if secure == "auto" else bool(secure)
+
+        self.fail_open = config.on_store_error == "fail_open"
+        self.inline = self.async_store is None
+
+    # -- the request cycle: what every framework glue does -------------------------
+
+    def open(self, token: str | None) -> Session:
+        """The session of a request that presented ``token``, loaded on first touch.
+
+        Only for inline stores (sync, memory, file, SQLite, cookie); see :meth:`aopen`.
+        """
+        session = Session(loader=self.load)
+        session._token = token
+        return session
+
+    async def aopen(self, token: str | None) -> Session:
+        """Like :meth:`open`; an async network store loads now if there is a token."""
+        if self.inline:
+            return self.open(token)
+        session = Session()
+        session._token = token
+        if token is not None:
+            flow = self.flow
+            key = flow.load_key(session)
+            if key is not None:
+                try:
+                    entry = await self.async_store.load(key)
+                except StoreUnavailable as exc:
+                    self._degrade(session, exc)
+                    return session
+                doomed = flow.loaded(session, key, entry)
+                if doomed is not None:
+                    await self.async_store.delete(doomed)
+        return session
+
+    def load(self, session: Session) -> None:
+        """The lazy loader of inline sessions (runs on the first touch)."""
+        flow = self.flow
+        key = flow.load_key(session)
+        if key is not None:
+            store = self.sync_store
+            try:
+                entry = store.load(key)
+            except StoreUnavailable as exc:
+                self._degrade(session, exc)
+                return
+            doomed = flow.loaded(session, key, entry)
+            if doomed is not None:
+                store.delete(doomed)
+
+    def close(
+        self,
+        session: Session,
+        status: int,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> Outcome:
+        """Commit an inline session; what the response must carry."""
+        flow = self.flow
+        outcome = flow.settled(session, status)
+        if outcome is not None:
+            return outcome
+        try:
+            result: Outcome = run_sync(
+                flow.commit(session, status, ip, user_agent), self.sync_store
+            )
+        except StoreUnavailable as exc:
+            if not self.fail_open:
+                raise
+            log.error("session not saved (failing open): %s", exc)
+            return NOTHING
+        return result
+
+    async def aclose(
+        self,
+        session: Session,
+        status: int,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> Outcome:
+        """Commit a session, awaiting an async store."""
+        if self.inline:
+            return self.close(session, status, ip, user_agent)
+        flow = self.flow
+        outcome = flow.settled(session, status)
+        if outcome is not None:
+            return outcome
+        try:
+            result: Outcome = await run_async(
+                flow.commit(session, status, ip, user_agent), self.async_store
+            )
+        except StoreUnavailable as exc:
+            if not self.fail_open:
+                raise
+            log.error("session not saved (failing open): %s", exc)
+            return NOTHING
+        return result
+
+    def _degrade(self, session: Session, exc: StoreUnavailable) -> None:
+        if not self.fail_open:
+            raise exc
+        # An empty session that is never saved: the visitor's stored session
+        # stays as it was for when the store is back.
+        log.error("session store unavailable, serving an empty unsaved session: %s", exc)
+        session._degraded = True
 
     def secure(self, scheme: str, peer: str | None, forwarded_proto: str | None) -> bool:
         if self.fixed_secure is not None:

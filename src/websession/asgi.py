@@ -15,7 +15,6 @@ from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .errors import StoreUnavailable
-from .flow import run_async, run_sync
 from .session import Session
 
 __all__ = ["SessionMiddleware"]
@@ -78,17 +77,8 @@ class SessionMiddleware:
         self._vary_value = (
             b"Cookie" if driver.cookie_transport else driver.header_name.encode("latin-1")
         )
-        flow, sync_store = driver.flow, driver.sync_store
-        self._inline = driver.async_store is None
-
-        def load(session: Session) -> None:
-            key = flow.load_key(session)
-            if key is not None:
-                doomed = flow.loaded(session, key, sync_store.load(key))
-                if doomed is not None:
-                    sync_store.delete(doomed)
-
-        self._load = load
+        self._inline = driver.inline
+        self._load = driver.load
 
     def __repr__(self) -> str:
         return f"SessionMiddleware(app={self.app!r}, store={self.store!r})"
@@ -109,10 +99,14 @@ class SessionMiddleware:
             session = Session(loader=self._load)
             session._token = token
         else:
-            session = Session()
-            session._token = token
-            if token is not None:
-                await run_async(driver.flow.load(session), driver.async_store)
+            try:
+                session = await driver.aopen(token)
+            except StoreUnavailable as exc:
+                if kind != "http":
+                    raise
+                log.error("session store unavailable, answering 503: %s", exc)
+                await self._unavailable(send)
+                return
         scope[self.scope_key] = session
         failed = started = False
 
@@ -167,18 +161,20 @@ class SessionMiddleware:
         driver = self._driver
         client = scope.get("client")
         peer = client[0] if client else None
-        outcome = driver.flow.settled(session, status)
-        if outcome is None:
-            gen = driver.flow.commit(
+        if self._inline:
+            outcome = driver.close(
                 session,
                 status,
                 driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
                 _header(scope, b"user-agent"),
             )
-            if self._inline:
-                outcome = run_sync(gen, driver.sync_store)
-            else:
-                outcome = await run_async(gen, driver.async_store)
+        else:
+            outcome = await driver.aclose(
+                session,
+                status,
+                driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
+                _header(scope, b"user-agent"),
+            )
         self._vary(headers)
         if outcome.token is not None or outcome.clear:
             secure = driver.secure(

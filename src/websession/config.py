@@ -101,6 +101,9 @@ class SessionConfig:
     max_payload_bytes: int = 1024 * 1024
     #: How often a save is retried after a version conflict before giving up.
     conflict_retries: int = 64
+    #: When the store fails: "raise" (the middlewares answer 503) or "fail_open"
+    #: (an empty, unsaved session for the request and an error in the log).
+    on_store_error: Literal["raise", "fail_open"] = "raise"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -189,6 +192,10 @@ class SessionConfig:
         if self.store is not None and (not isinstance(self.store, str) or "://" not in self.store):
             raise SessionConfigError(
                 f"store={self.store!r} is not a store URL such as 'sqlite:///sessions.db'"
+            )
+        if self.on_store_error not in ("raise", "fail_open"):
+            raise SessionConfigError(
+                f"on_store_error={self.on_store_error!r}: choose 'raise' or 'fail_open'"
             )
         for field in ("max_payload_bytes", "conflict_retries"):
             value = getattr(self, field)
@@ -287,6 +294,7 @@ class SessionFields(TypedDict, total=False):
     trusted_proxies: tuple[str, ...] | list[str] | str
     max_payload_bytes: int
     conflict_retries: int
+    on_store_error: Literal["raise", "fail_open"]
 
 
 def _from_text(key: str, value: str) -> Any:

@@ -259,7 +259,7 @@ class Flow:
 
         Most requests end here: untouched, read-only, or a 5xx.
         """
-        if not session.accessed or status >= 500:
+        if not session.accessed or status >= 500 or session._degraded:
             return NOTHING
         if session._rotate or session._destroyed_keys:
             return None
@@ -290,7 +290,7 @@ class Flow:
         user_agent: str | None = None,
     ) -> FlowGen:
         """Decide what reaches the store once the response status is known; returns an Outcome."""
-        if not session.accessed or status >= 500:
+        if not session.accessed or status >= 500 or session._degraded:
             return NOTHING
         if self._client is not None:
             # A cookie session has no server record to delete (and no store to ask).

@@ -56,6 +56,7 @@ class Session(MutableMapping[str, Any]):
         "_cleared",
         "_csrf",
         "_data",
+        "_degraded",
         "_destroyed_keys",
         "_entry",
         "_expiry",
@@ -112,6 +113,7 @@ class Session(MutableMapping[str, Any]):
         self._login = False
         self._destroyed_keys: list[str] = []
         self._frozen = False
+        self._degraded = False
         self._token: str | None = None
         self._stale = False
         self._key: str | None = None

@@ -15,7 +15,6 @@ from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .errors import StoreUnavailable
-from .flow import run_sync
 from .session import Session
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
@@ -59,16 +58,7 @@ class SessionMiddleware:
         self.config = driver.config
         self.store = driver.store
         self.environ_key = environ_key
-        flow, sync_store = driver.flow, driver.sync_store
-
-        def load(session: Session) -> None:
-            key = flow.load_key(session)
-            if key is not None:
-                doomed = flow.loaded(session, key, sync_store.load(key))
-                if doomed is not None:
-                    sync_store.delete(doomed)
-
-        self._load = load
+        self._load = driver.load
 
     def __repr__(self) -> str:
         return f"SessionMiddleware(app={self.app!r}, store={self.store!r})"
@@ -133,17 +123,12 @@ class SessionMiddleware:
         except ValueError:
             code = 500
         peer = environ.get("REMOTE_ADDR")
-        outcome = driver.flow.settled(session, code)
-        if outcome is None:
-            outcome = run_sync(
-                driver.flow.commit(
-                    session,
-                    code,
-                    driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
-                    environ.get("HTTP_USER_AGENT"),
-                ),
-                driver.sync_store,
-            )
+        outcome = driver.close(
+            session,
+            code,
+            driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
+            environ.get("HTTP_USER_AGENT"),
+        )
         add_vary(headers, "Cookie" if driver.cookie_transport else driver.header_name)
         if outcome.token is not None or outcome.clear:
             secure = driver.secure(
