@@ -192,9 +192,13 @@ class Driver:
     def secure(self, scheme: str, peer: str | None, forwarded_proto: str | None) -> bool:
         if self.fixed_secure is not None:
             return self.fixed_secure
+        if not self.proxies:
+            return scheme == "https" or scheme == "wss"
         return is_secure(scheme, peer, forwarded_proto, self.proxies)
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
+        if not forwarded_for or not self.proxies:
+            return peer
         return client_address(peer, forwarded_for, self.proxies)
 
     def response_headers(self, outcome: Outcome, secure: bool) -> list[tuple[str, str]]:

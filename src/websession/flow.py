@@ -483,16 +483,26 @@ def _rebase(
     A second commit of the same session (a websocket that changes data after
     the handshake) then diffs against what is stored now.
     """
-    session._entry = Entry(
-        payload,
-        version,
-        meta.created,
-        meta.last_seen,
-        expires,
-        meta.user_id,
-        meta.ip,
-        meta.user_agent,
-    )
+    entry = session._entry
+    if entry is not None and key and key == session._key:
+        # The request's private copy of the record: update it in place.
+        entry.payload = payload
+        entry.version = version
+        entry.last_seen = meta.last_seen
+        entry.expires = expires
+        entry.ip = meta.ip
+        entry.user_agent = meta.user_agent
+    else:
+        session._entry = Entry(
+            payload,
+            version,
+            meta.created,
+            meta.last_seen,
+            expires,
+            meta.user_id,
+            meta.ip,
+            meta.user_agent,
+        )
     session._key = key or None
     session._token = token
     session._loaded_payload = payload
