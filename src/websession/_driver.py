@@ -10,6 +10,7 @@ from typing import Any
 from .config import SessionConfig, build_config
 from .cookies import CookieRenderer, client_address, is_secure
 from .errors import SessionConfigError, StoreUnavailable
+from .events import SessionEvent, check_hooks, fire, settle
 from .flow import NOTHING, Flow, Outcome, run_async, run_sync
 from .session import Session
 from .stores.base import InlineAsyncStore
@@ -31,7 +32,9 @@ class Driver:
         *,
         asynchronous: bool,
         clock: Callable[[], float] | None = None,
+        hooks: Mapping[str, Any] | None = None,
     ) -> None:
+        self.hooks = check_hooks(hooks or {}, asynchronous=asynchronous)
         if config is not None and not isinstance(config, SessionConfig):
             raise SessionConfigError(
                 f"config must be a websession.SessionConfig, not {type(config).__name__}"
@@ -141,20 +144,28 @@ class Driver:
         user_agent: str | None = None,
     ) -> Outcome:
         """Commit an inline session; what the response must carry."""
+        outcome = self._commit_inline(session, status, ip, user_agent)
+        if session._events is not None and status < 500 and not session._degraded:
+            for event, pending in self._report(session):
+                # Only an ASGI glue can await; a sync one refused async hooks upfront.
+                pending.close()
+                log.error("async %s hook skipped: use aclose() from async code", event.kind)
+        return outcome
+
+    def _commit_inline(
+        self, session: Session, status: int, ip: str | None, user_agent: str | None
+    ) -> Outcome:
         flow = self.flow
         outcome = flow.settled(session, status)
-        if outcome is not None:
-            return outcome
-        try:
-            result: Outcome = run_sync(
-                flow.commit(session, status, ip, user_agent), self.sync_store
-            )
-        except StoreUnavailable as exc:
-            if not self.fail_open:
-                raise
-            log.error("session not saved (failing open): %s", exc)
-            return NOTHING
-        return result
+        if outcome is None:
+            try:
+                outcome = run_sync(flow.commit(session, status, ip, user_agent), self.sync_store)
+            except StoreUnavailable as exc:
+                if not self.fail_open:
+                    raise
+                log.error("session not saved (failing open): %s", exc)
+                return NOTHING
+        return outcome
 
     async def aclose(
         self,
@@ -163,23 +174,42 @@ class Driver:
         ip: str | None = None,
         user_agent: str | None = None,
     ) -> Outcome:
-        """Commit a session, awaiting an async store."""
+        """Commit a session (awaiting an async store), then run the hooks."""
         if self.inline:
-            return self.close(session, status, ip, user_agent)
-        flow = self.flow
-        outcome = flow.settled(session, status)
-        if outcome is not None:
-            return outcome
-        try:
-            result: Outcome = await run_async(
-                flow.commit(session, status, ip, user_agent), self.async_store
-            )
-        except StoreUnavailable as exc:
-            if not self.fail_open:
-                raise
-            log.error("session not saved (failing open): %s", exc)
-            return NOTHING
-        return result
+            outcome = self._commit_inline(session, status, ip, user_agent)
+        else:
+            flow = self.flow
+            settled = flow.settled(session, status)
+            if settled is not None:
+                outcome = settled
+            else:
+                try:
+                    outcome = await run_async(
+                        flow.commit(session, status, ip, user_agent), self.async_store
+                    )
+                except StoreUnavailable as exc:
+                    if not self.fail_open:
+                        raise
+                    log.error("session not saved (failing open): %s", exc)
+                    return NOTHING
+        if session._events is not None and status < 500 and not session._degraded:
+            for event, pending in self._report(session):
+                await settle(pending, event)
+        return outcome
+
+    def _report(self, session: Session) -> list[tuple[SessionEvent, Any]]:
+        """Hand this request's lifecycle events to the hooks; returns pending async ones."""
+        records, session._events = session._events or [], None
+        if not self.hooks:
+            return []
+        at = self.flow.clock()
+        pending = []
+        for record in records:
+            event = SessionEvent.from_record(record, at)
+            result = fire(self.hooks, event)
+            if result is not None:
+                pending.append((event, result))
+        return pending
 
     def _degrade(self, session: Session, exc: StoreUnavailable) -> None:
         if not self.fail_open:

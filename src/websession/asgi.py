@@ -15,6 +15,7 @@ from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .errors import StoreUnavailable
+from .events import Hook
 from .session import Session
 
 __all__ = ["SessionMiddleware"]
@@ -55,7 +56,8 @@ class SessionMiddleware:
     Memory, file, SQLite and cookie stores run inline and load lazily on first
     touch. Network stores must be async here (a URL builds the async form);
     they load when the request carries a session token, because a sync
-    ``request.session[...]`` cannot await.
+    ``request.session[...]`` cannot await. Hooks (``on_create``, ``on_rotate``,
+    ``on_destroy``, ``on_expire``) may be plain or async functions.
     """
 
     def __init__(
@@ -65,11 +67,27 @@ class SessionMiddleware:
         config: SessionConfig | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        on_create: Hook | None = None,
+        on_rotate: Hook | None = None,
+        on_destroy: Hook | None = None,
+        on_expire: Hook | None = None,
         scope_key: str = "session",
         **fields: Unpack[SessionFields],
     ) -> None:
         self.app = app
-        self._driver = driver = Driver(store, config, fields, asynchronous=True, clock=clock)
+        self._driver = driver = Driver(
+            store,
+            config,
+            fields,
+            asynchronous=True,
+            clock=clock,
+            hooks={
+                "on_create": on_create,
+                "on_rotate": on_rotate,
+                "on_destroy": on_destroy,
+                "on_expire": on_expire,
+            },
+        )
         self.config = driver.config
         self.store = driver.store
         self.scope_key = scope_key
@@ -161,20 +179,12 @@ class SessionMiddleware:
         driver = self._driver
         client = scope.get("client")
         peer = client[0] if client else None
-        if self._inline:
-            outcome = driver.close(
-                session,
-                status,
-                driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
-                _header(scope, b"user-agent"),
-            )
-        else:
-            outcome = await driver.aclose(
-                session,
-                status,
-                driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
-                _header(scope, b"user-agent"),
-            )
+        outcome = await driver.aclose(
+            session,
+            status,
+            driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
+            _header(scope, b"user-agent"),
+        )
         self._vary(headers)
         if outcome.token is not None or outcome.clear:
             secure = driver.secure(

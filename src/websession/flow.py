@@ -244,6 +244,7 @@ class Flow:
             return None
         if self._expired(entry, self.clock()):
             session._stale = True
+            session._event("expire", key, None, entry.user_id)
             return key or None
         try:
             payload = decode_payload(entry.payload)
@@ -301,6 +302,7 @@ class Flow:
         if session._is_empty():
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
+                session._event("destroy", session._key or "", None, entry.user_id)
                 return CLEAR
             return CLEAR if session._destroyed_keys or session._stale else NOTHING
         now = self.clock()
@@ -311,6 +313,7 @@ class Flow:
         if ttl <= 0:
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
+                session._event("expire", session._key or "", None, entry.user_id)
             return CLEAR
         max_age = None if session._browser_session else int(ttl)
 
@@ -328,6 +331,9 @@ class Flow:
             version = yield Save(key, payload, None, ttl, meta)
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
+                session._event("rotate", key, session._key, session._user_id)
+            else:
+                session._event("create", key, None, session._user_id)
             _rebase(session, key, token, payload, version, meta, now + ttl)
             return Outcome(token, max_age)
 

@@ -59,6 +59,7 @@ class Session(MutableMapping[str, Any]):
         "_degraded",
         "_destroyed_keys",
         "_entry",
+        "_events",
         "_expiry",
         "_exposed_all",
         "_flashes",
@@ -114,6 +115,7 @@ class Session(MutableMapping[str, Any]):
         self._destroyed_keys: list[str] = []
         self._frozen = False
         self._degraded = False
+        self._events: list[tuple[str, str, str | None, str | None]] | None = None
         self._token: str | None = None
         self._stale = False
         self._key: str | None = None
@@ -345,12 +347,20 @@ class Session(MutableMapping[str, Any]):
     def _forget_record(self) -> None:
         if self._key is not None:
             self._destroyed_keys.append(self._key)
+            self._event("destroy", self._key, None, self._user_id)
         self._key = None
         self._entry = None
         self._loaded_payload = None
         self._rotate = False
         self._login = False
         self.is_new = True
+
+    def _event(self, kind: str, key: str, previous: str | None, user_id: str | None) -> None:
+        """Note a lifecycle event; the middleware reports it to hooks after a good commit."""
+        if key:
+            if self._events is None:
+                self._events = []
+            self._events.append((kind, key, previous, user_id))
 
     def _check_not_frozen(self, what: str) -> None:
         if self._frozen:

@@ -15,6 +15,7 @@ from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .errors import StoreUnavailable
+from .events import Hook
 from .session import Session
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
@@ -41,6 +42,8 @@ class SessionMiddleware:
     ``store`` is a store object or URL (default: ``config.store``, else
     ``sqlite:///websession.db``); ``config`` a :class:`~websession.SessionConfig`;
     extra keyword arguments override config fields, e.g. ``idle_timeout=3600``.
+    ``on_create``, ``on_rotate``, ``on_destroy`` and ``on_expire`` take hooks that
+    receive a :class:`~websession.events.SessionEvent` after each good commit.
     """
 
     def __init__(
@@ -50,11 +53,27 @@ class SessionMiddleware:
         config: SessionConfig | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        on_create: Hook | None = None,
+        on_rotate: Hook | None = None,
+        on_destroy: Hook | None = None,
+        on_expire: Hook | None = None,
         environ_key: str = ENVIRON_KEY,
         **fields: Unpack[SessionFields],
     ) -> None:
         self.app = app
-        self._driver = driver = Driver(store, config, fields, asynchronous=False, clock=clock)
+        self._driver = driver = Driver(
+            store,
+            config,
+            fields,
+            asynchronous=False,
+            clock=clock,
+            hooks={
+                "on_create": on_create,
+                "on_rotate": on_rotate,
+                "on_destroy": on_destroy,
+                "on_expire": on_expire,
+            },
+        )
         self.config = driver.config
         self.store = driver.store
         self.environ_key = environ_key
