@@ -8,6 +8,9 @@ skipped, except under CI (``CI=true``), where that is a failure.
 
 Redis owns expiry (native TTL), so the contract tests that move a fake clock
 past an expiry are replaced here by real-time variants with short TTLs.
+
+Redis Cluster, Sentinel and the crash-and-restart test run against private
+servers the ``redis_servers`` plugin starts on spare loopback ports.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -36,11 +39,18 @@ from websession.testing import AsyncStoreContract, FakeClock, StoreContract, mak
 from websession.urls import mask_url
 from websession.wsgi import SessionMiddleware as WSGIMiddleware
 
+if TYPE_CHECKING:
+    from redis_servers import KillableRedis, RedisCluster, RedisSentinel
+
 try:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.sentinel
     import redis.backoff
+    import redis.cluster
     import redis.retry
+    import redis.sentinel
 
     from websession.stores import redis as redis_module
     from websession.stores.redis import AsyncRedisStore, RedisStore
@@ -50,6 +60,8 @@ except ImportError:
     pytest.skip(
         "redis-py is not installed (pip install 'websession[redis]')", allow_module_level=True
     )
+
+pytest_plugins = ["redis_servers"]
 
 REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Every key of this run starts with it; the module deletes exactly these keys at the end.
@@ -134,8 +146,10 @@ def counting_client() -> CountingRedis:
 
 
 class TestRedisStoreContract(StoreContract):
+    url = REDIS_URL
+
     def make_store(self, clock: Callable[[], float]) -> RedisStore:
-        return RedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+        return RedisStore(self.url, prefix=fresh_prefix(), clock=clock)
 
     # Real-time variants of the tests that move the fake clock past an expiry.
 
@@ -235,8 +249,10 @@ class TestRedisStoreContract(StoreContract):
 
 
 class TestAsyncRedisStoreContract(AsyncStoreContract):
+    url = REDIS_URL
+
     def make_store(self, clock: Callable[[], float]) -> AsyncRedisStore:
-        return AsyncRedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+        return AsyncRedisStore(self.url, prefix=fresh_prefix(), clock=clock)
 
     def test_expiry(self) -> None:
         async def test(store: AsyncRedisStore, clock: FakeClock) -> None:
@@ -265,6 +281,30 @@ class TestAsyncRedisStoreContract(AsyncStoreContract):
                 await store.delete_expired(0)
 
         self.run(test)  # type: ignore[arg-type]
+
+
+class TestClusterStoreContract(TestRedisStoreContract):
+    @pytest.fixture(autouse=True)
+    def _on_the_cluster(self, redis_cluster: RedisCluster) -> None:
+        self.url = redis_cluster.url
+
+
+class TestAsyncClusterStoreContract(TestAsyncRedisStoreContract):
+    @pytest.fixture(autouse=True)
+    def _on_the_cluster(self, redis_cluster: RedisCluster) -> None:
+        self.url = redis_cluster.url
+
+
+class TestSentinelStoreContract(TestRedisStoreContract):
+    @pytest.fixture(autouse=True)
+    def _through_sentinel(self, redis_sentinel: RedisSentinel) -> None:
+        self.url = redis_sentinel.url
+
+
+class TestAsyncSentinelStoreContract(TestAsyncRedisStoreContract):
+    @pytest.fixture(autouse=True)
+    def _through_sentinel(self, redis_sentinel: RedisSentinel) -> None:
+        self.url = redis_sentinel.url
 
 
 # -- Redis specifics -----------------------------------------------------------------------
@@ -641,3 +681,290 @@ def test_middlewares_build_the_redis_store_from_a_url() -> None:
     asgi = ASGIMiddleware(wsgi_app(lambda s, e: None), store=REDIS_URL)
     assert type(wsgi.store) is RedisStore
     assert type(asgi.store) is AsyncRedisStore
+
+
+# -- Redis Cluster ---------------------------------------------------------------------------
+
+
+class CountingCluster(redis.cluster.RedisCluster):
+    """A user's own cluster client that records the name of every command it sends."""
+
+    commands: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.__dict__.setdefault("commands", []).append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+def cluster_client(cluster: RedisCluster, kind: type[Any] = redis.cluster.RedisCluster) -> Any:
+    nodes = [redis.cluster.ClusterNode("127.0.0.1", port) for port in cluster.ports]
+    return kind(startup_nodes=nodes)
+
+
+def test_scripts_run_on_every_cluster_node_after_noscript(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Script bodies no node has seen: every node answers the first EVALSHA with NOSCRIPT.
+    for name in ("_LOAD", "_SAVE"):
+        script = getattr(redis_module, name)
+        body = script.body.decode() + f"\n-- {uuid.uuid4().hex}"
+        monkeypatch.setattr(redis_module, name, redis_module._Script(body))
+    client = cluster_client(redis_cluster, CountingCluster)
+    client.commands = []
+    store = RedisStore(client, prefix=fresh_prefix())
+    keys = [make_key(f"spread-{i}") for i in range(24)]
+    for key in keys:
+        store.save(key, key.encode(), expected_version=None, ttl=TTL, meta=meta())
+    # Each of the three masters needed the body of each new script once.
+    assert client.commands.count("EVAL") == 3
+    client.commands.clear()
+    for key in keys:
+        entry = store.load(key)
+        assert entry is not None
+        assert entry.payload == key.encode()
+    assert client.commands.count("EVAL") == 3
+    assert client.commands.count("EVALSHA") == len(keys)
+    client.commands.clear()
+    for key in keys:
+        assert store.load(key) is not None
+    assert client.commands == ["EVALSHA"] * len(keys)  # cached on every node now
+    holders = set()
+    for port in redis_cluster.ports:
+        with redis.Redis(port=port) as node:
+            if any(node.scan_iter(match=store.prefix + "*")):
+                holders.add(port)
+    assert holders == set(redis_cluster.ports)  # the keys really spread over all masters
+    client.close()
+
+
+def test_a_users_cluster_client_is_used_as_is_and_left_open(redis_cluster: RedisCluster) -> None:
+    client = cluster_client(redis_cluster)
+    store = RedisStore(client, prefix=fresh_prefix())
+    assert store.client is client
+    assert repr(store).startswith("RedisStore('redis+cluster://127.0.0.1:")
+    key = make_key("users-cluster")
+    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+    store.close()
+    assert client.get(store.prefix + key) is not None  # still usable
+    assert [k for k, _ in store.entries()] == [key]
+    client.close()
+
+
+def test_the_async_store_takes_a_users_async_cluster_client(redis_cluster: RedisCluster) -> None:
+    async def main() -> None:
+        client = redis.asyncio.cluster.RedisCluster(
+            startup_nodes=[
+                redis.asyncio.cluster.ClusterNode("127.0.0.1", port) for port in redis_cluster.ports
+            ]
+        )
+        store = AsyncRedisStore(client, prefix=fresh_prefix())
+        key = make_key("async-users-cluster")
+        version = await store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
+        await store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"2", version + 1)
+        await store.aclose()
+        assert await client.get(store.prefix + key) is not None  # ours to close, not the store's
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_sync_and_async_cluster_clients_go_to_their_own_store(redis_cluster: RedisCluster) -> None:
+    async_client = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    with pytest.raises(SessionConfigError, match="AsyncRedisStore"):
+        RedisStore(async_client)
+    with pytest.raises(SessionConfigError, match="RedisStore for synchronous"):
+        AsyncRedisStore(cluster_client(redis_cluster))
+
+
+def test_a_cluster_url_with_timeouts_and_password(redis_cluster: RedisCluster) -> None:
+    hosts = redis_cluster.url.split("://")[1]
+    store = RedisStore(
+        f"redis+cluster://:s3cret-pass@{hosts}?socket_timeout=0.7&prefix=p:",
+        socket_connect_timeout=0.3,
+    )
+    assert store.prefix == "p:"
+    assert "s3cret-pass" not in repr(store)
+    kwargs = store.client.nodes_manager.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.7, 0.3)
+    assert kwargs["password"] == "s3cret-pass"
+    store.close()
+
+
+def test_a_cluster_that_is_down_at_start_still_builds_a_store_that_answers_503() -> None:
+    # The application starts even though no node answers (redis-py's sync
+    # cluster client would fail as it is built); each call says unavailable.
+    store = RedisStore("redis+cluster://:pw@127.0.0.1:1,127.0.0.1:2", socket_connect_timeout=0.2)
+    started = time.monotonic()
+    for operation in (
+        lambda: store.load(make_key("x")),
+        lambda: store.save(make_key("x"), b"x", expected_version=None, ttl=TTL, meta=meta()),
+        lambda: list(store.entries()),
+    ):
+        with pytest.raises(StoreUnavailable, match=r"redis\+cluster://:\*\*\*@127\.0\.0\.1:1"):
+            operation()
+    assert time.monotonic() - started < 3
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://127.0.0.1:7000/2", "only database 0"),
+        ("redis+cluster://127.0.0.1:port", "bad host"),
+        ("redis+cluster://127.0.0.1:7000?max_connections=3", "unknown option 'max_connections'"),
+        ("redis+cluster://127.0.0.1:7000?socket_timeout=soon", "socket_timeout"),
+        ("redis+sentinel://127.0.0.1:26379", "must name the service"),
+        ("redis+sentinel://127.0.0.1:26379/mymaster/db1", "must name the service"),
+        ("redis+sentinel://:pw@127.0.0.1:99999/mymaster", "bad host"),
+    ],
+)
+def test_bad_cluster_and_sentinel_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(SessionConfigError, match=message) as caught:
+        RedisStore(url)
+    assert "pw@" not in str(caught.value)
+
+
+def test_store_from_url_builds_cluster_and_sentinel_stores(
+    redis_cluster: RedisCluster, redis_sentinel: RedisSentinel
+) -> None:
+    from websession import store_from_url
+
+    cluster = store_from_url(redis_cluster.url, prefix=fresh_prefix())
+    assert type(cluster) is RedisStore
+    assert isinstance(cluster.client, redis.cluster.RedisCluster)
+    sentinel = store_from_url(redis_sentinel.url)
+    assert type(sentinel) is RedisStore
+    assert isinstance(sentinel.client.connection_pool, redis.sentinel.SentinelConnectionPool)
+    async_cluster = store_from_url(redis_cluster.url, asynchronous=True)
+    assert type(async_cluster) is AsyncRedisStore
+    assert isinstance(async_cluster.client, redis.asyncio.cluster.RedisCluster)
+    async_sentinel = store_from_url(redis_sentinel.url, asynchronous=True)
+    assert type(async_sentinel) is AsyncRedisStore
+    assert isinstance(
+        async_sentinel.client.connection_pool, redis.asyncio.sentinel.SentinelConnectionPool
+    )
+    for store in (cluster, sentinel):
+        key = make_key("from-url")
+        store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+        assert store.load(key) is not None
+        store.close()
+
+
+# -- Sentinel --------------------------------------------------------------------------------
+
+
+def test_sentinel_finds_the_master_and_its_database(redis_sentinel: RedisSentinel) -> None:
+    store = RedisStore(f"{redis_sentinel.url}/3", prefix=fresh_prefix())
+    key = make_key("via-sentinel")
+    store.save(key, b"on the master", expected_version=None, ttl=TTL, meta=meta())
+    with redis.Redis(port=redis_sentinel.master_port, db=3) as master:
+        assert master.get(store.prefix + key) is not None
+    with redis.Redis(port=redis_sentinel.master_port, db=0) as master:
+        assert master.get(store.prefix + key) is None
+    store.close()
+
+
+def test_a_users_sentinel_master_client_is_used_as_is(redis_sentinel: RedisSentinel) -> None:
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", redis_sentinel.sentinel_port)])
+    client = sentinel.master_for(redis_sentinel.service)
+    store = RedisStore(client, prefix=fresh_prefix())
+    assert store.client is client
+    expected = f"redis+sentinel://127.0.0.1:{redis_sentinel.sentinel_port}/{redis_sentinel.service}"
+    assert store.url == expected
+    key = make_key("users-sentinel")
+    version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
+    assert store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta()) == version + 1
+    store.close()
+    assert client.get(store.prefix + key) is not None
+    client.close()
+
+
+def test_a_sentinel_that_does_not_know_the_service_is_unavailable(
+    redis_sentinel: RedisSentinel,
+) -> None:
+    store = RedisStore(f"redis+sentinel://127.0.0.1:{redis_sentinel.sentinel_port}/no-such")
+    with pytest.raises(StoreUnavailable, match="no-such"):
+        store.load(make_key("x"))
+    store.close()
+
+
+# -- a server that dies and comes back ------------------------------------------------------
+
+
+def _visit(app: Any, path: str, token: str | None = None) -> tuple[int, Any, str | None]:
+    status, headers, body = call_wsgi(
+        app, path, cookie=None if token is None else f"session={token}"
+    )
+    cookies = set_cookies(headers)
+    new_token = cookie_value(cookies[0]) if cookies else token
+    return status, json.loads(body) if status == 200 else body, new_token
+
+
+def test_a_killed_server_answers_503_and_the_same_store_serves_after_restart(
+    killable_redis: KillableRedis,
+) -> None:
+    timeout = 0.5
+    store = RedisStore(killable_redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def view(session: Session, environ: dict[str, Any]) -> Any:
+        if environ["QUERY_STRING"]:
+            session["cart"] = environ["QUERY_STRING"]
+        return session.to_dict()
+
+    app = WSGIMiddleware(wsgi_app(view), store=store)
+    status, body, token = _visit(app, "/?apple")
+    assert (status, body) == (200, {"cart": "apple"})
+    assert token is not None
+    assert _visit(app, "/", token)[:2] == (200, {"cart": "apple"})
+
+    killable_redis.kill()
+    key = hash_id(token)
+    for operation in (
+        lambda: store.load(key),
+        lambda: store.save(key, b"x", expected_version=1, ttl=TTL, meta=meta()),
+        lambda: store.touch(key, TTL),
+    ):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=killable_redis.url):
+            operation()
+        assert time.monotonic() - started < 2 * timeout + 0.5  # bounded by the timeouts
+    status, body, _ = _visit(app, "/", token)
+    assert status == 503
+    assert b"503" in body
+    assert _visit(app, "/?pear")[0] == 503  # a new session cannot be saved either
+
+    killable_redis.restart()  # the same port, and (no persistence) no sessions
+    status, body, _ = _visit(app, "/", token)
+    assert (status, body) == (200, {})
+    status, body, fresh = _visit(app, "/?plum")
+    assert (status, body) == (200, {"cart": "plum"})
+    assert fresh is not None
+    assert fresh != token
+    assert _visit(app, "/", fresh)[:2] == (200, {"cart": "plum"})
+    store.close()
+
+
+def test_the_async_store_recovers_after_a_restart(killable_redis: KillableRedis) -> None:
+    async def main() -> None:
+        store = AsyncRedisStore(killable_redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        key = make_key("async-restart")
+        await store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+        killable_redis.kill()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.load(key)
+        with pytest.raises(StoreUnavailable):
+            await store.save(key, b"y", expected_version=None, ttl=TTL, meta=meta())
+        assert time.monotonic() - started < 2
+        killable_redis.restart()
+        assert await store.load(key) is None  # nothing survived the crash
+        version = await store.save(key, b"again", expected_version=None, ttl=TTL, meta=meta())
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"again", version)
+        await store.aclose()
+
+    asyncio.run(main())

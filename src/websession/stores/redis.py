@@ -20,8 +20,10 @@ Every operation is one round trip: ``load``, ``save`` and ``touch`` are Lua
 scripts called by ``EVALSHA`` (one ``EVAL`` after the server lost its script
 cache, which also re-caches them); ``delete`` is one ``DEL``. Each script
 touches exactly one key, so the same calls work on Redis Cluster, where the
-client routes them by key. The client is injected (or built from a URL), so
-Cluster and Sentinel clients plug in without another store class.
+client routes them by key (a node that never saw a script answers NOSCRIPT
+and gets the ``EVAL``). The client is injected or built from a URL
+(``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+``redis+sentinel://``), so Cluster and Sentinel need no other store class.
 
 Expiry is native: every write sets the TTL in the same script, Redis drops
 the key when it ends, and the entry's ``expires`` is the store clock's now
@@ -31,16 +33,21 @@ plus the remaining ``PTTL``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
 import redis.retry
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
@@ -48,6 +55,7 @@ from redis.exceptions import (
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -64,6 +72,9 @@ __all__ = ["AsyncRedisStore", "RedisStore"]
 #: Redis' largest string value (proto-max-bulk-len's default).
 MAX_PAYLOAD_SIZE = 512 * 1024 * 1024
 DEFAULT_TIMEOUT = 2.0
+CLUSTER_SCHEME = "redis+cluster"
+SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
 
 #: Format tag, version, created, last seen, then len + 1 (0 = None) of user id, IP, user agent.
 _HEADER = struct.Struct(">2sQddIII")
@@ -86,7 +97,11 @@ _UNAVAILABLE = (
     MasterDownError,
     ClusterDownError,
     TryAgainError,
+    # Raised by the cluster client when no node answers or a slot has no node.
+    RedisClusterException,
 )
+#: What a failing command raises: server and client errors, and the cluster client's own.
+_FAILURES = (RedisError, RedisClusterException)
 
 
 class _Script:
@@ -191,15 +206,71 @@ def _glob_escape(text: str) -> str:
 
 def _describe_client(client: Any) -> str:
     """A password-free URL-like name for a client the user built, for error messages."""
-    kwargs: Mapping[str, Any] | None = getattr(
-        getattr(client, "connection_pool", None), "connection_kwargs", None
-    )
+    startup = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if isinstance(startup, Mapping):  # a RedisCluster client, keyed by "host:port"
+        return f"{CLUSTER_SCHEME}://{','.join(startup)}"
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if isinstance(service, str):  # a Sentinel master client
+        sentinels = getattr(getattr(pool, "sentinel_manager", None), "sentinels", [])
+        hosts = ",".join(_describe_client(sentinel).split("/")[2] for sentinel in sentinels)
+        return f"{SENTINEL_SCHEME}://{hosts}/{service}"
+    kwargs: Mapping[str, Any] | None = getattr(pool, "connection_kwargs", None)
     if not isinstance(kwargs, Mapping):
         return f"<{type(client).__name__}>"
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
     return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+class _MultiHostURL:
+    """A ``redis+cluster://`` or ``redis+sentinel://`` URL taken apart.
+
+    redis-py has no URL form for either, and ``urlsplit`` cannot read a
+    comma-separated host list, so the network location is read here.
+    """
+
+    def __init__(self, url: str, kind: str, default_port: int) -> None:
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        self.username: str | None = None
+        self.password: str | None = None
+        if userinfo:
+            user, colon, password = userinfo.partition(":")
+            self.username = unquote(user) or None
+            self.password = unquote(password) if colon else None
+        self.nodes = [_host_port(kind, url, item, default_port) for item in hosts.split(",")]
+        self.path = [unquote(piece) for piece in parts.path.split("/") if piece]
+        self.options: dict[str, Any] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in ("socket_timeout", "socket_connect_timeout"):
+                raise SessionConfigError(
+                    f"{kind}: unknown option {name!r} in {mask_url(url)!r}; the URL takes "
+                    "prefix, socket_timeout and socket_connect_timeout, other client options "
+                    "go in as keyword arguments"
+                )
+            try:
+                self.options[name] = _seconds(kind, name, float(value))
+            except ValueError:
+                raise SessionConfigError(
+                    f"{kind} option {name}={value!r} must be seconds > 0"
+                ) from None
+
+    def auth(self) -> dict[str, Any]:
+        return {"username": self.username, "password": self.password}
+
+
+def _host_port(kind: str, url: str, item: str, default_port: int) -> tuple[str, int]:
+    host, port = item, ""
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+    elif ":" in item:
+        host, _, port = item.rpartition(":")
+    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+        raise SessionConfigError(f"{kind}: bad host {item!r} in {mask_url(url)!r}")
+    return host, int(port) if port else default_port
 
 
 class _RedisCommon:
@@ -215,6 +286,8 @@ class _RedisCommon:
     #: The redis-py flavour (sync or asyncio) of clients built from a URL.
     _client_module: Any = redis
     _retry_module: Any = redis.retry
+    _cluster_module: Any = redis.cluster
+    _sentinel_module: Any = redis.sentinel
 
     def __init__(
         self,
@@ -227,28 +300,32 @@ class _RedisCommon:
         **client_options: Any,
     ) -> None:
         kind = type(self).__name__
+        #: The Sentinel manager behind a master client the store built (closed with it).
+        self._sentinel: Any = None
         if isinstance(client_or_url, str):
             url, query_prefix = _split_prefix(client_or_url)
             if query_prefix is not None:
                 prefix = query_prefix
             self.url = mask_url(url)
-            options: dict[str, Any] = {
+            timeouts = {
                 "socket_timeout": _seconds(kind, "socket_timeout", socket_timeout),
                 "socket_connect_timeout": _seconds(
                     kind, "socket_connect_timeout", socket_connect_timeout
                 ),
-                # One immediate retry on a broken connection (e.g. a server
-                # restart); never on a timeout, and never the library's default
-                # ten with back-off, which would hold a request for seconds.
-                "retry": self._retry_module.Retry(
-                    NoBackoff(), 1, supported_errors=(RedisConnectionError,)
-                ),
             }
-            options.update(client_options)
-            if options.get("decode_responses"):
+            if client_options.get("decode_responses"):
                 raise SessionConfigError(f"{kind} needs decode_responses=False: payloads are bytes")
+            scheme = urlsplit(url).scheme.lower()
             try:
-                self.client = self._client_module.Redis.from_url(url, **options)
+                if scheme == CLUSTER_SCHEME:
+                    self.client = self._cluster_client(kind, url, timeouts, client_options)
+                elif scheme == SENTINEL_SCHEME:
+                    self.client = self._sentinel_client(kind, url, timeouts, client_options)
+                else:
+                    options = {**timeouts, "retry": self._connection_retry(), **client_options}
+                    self.client = self._client_module.Redis.from_url(url, **options)
+            except SessionConfigError:
+                raise
             except ValueError as exc:
                 raise SessionConfigError(f"{kind}: bad Redis URL {self.url!r}: {exc}") from None
             self._owned = True
@@ -271,13 +348,81 @@ class _RedisCommon:
     def _check_client(self, client: Any) -> None:
         raise NotImplementedError
 
+    def _connection_retry(self) -> Any:
+        # One immediate retry on a broken connection (e.g. a server restart);
+        # never on a timeout, and never the library's default of several with
+        # back-off, which would hold a request for seconds.
+        return self._retry_module.Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+    def _cluster_options(
+        self, kind: str, url: str, timeouts: dict[str, float], client_options: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Startup nodes and keyword arguments for a ``RedisCluster`` from a cluster URL."""
+        parsed = _MultiHostURL(url, kind, 6379)
+        if parsed.path not in ([], ["0"]):
+            raise SessionConfigError(
+                f"{kind}: Redis Cluster has only database 0; remove the path from {self.url!r}"
+            )
+        options = {
+            **timeouts,
+            **parsed.options,
+            # The cluster client retries once itself (after re-reading the slot
+            # map); its node connections retry nothing.
+            "retry": self._retry_module.Retry(NoBackoff(), 1),
+            **parsed.auth(),
+            **client_options,
+        }
+        nodes = [self._cluster_module.ClusterNode(host, port) for host, port in parsed.nodes]
+        return nodes, options
+
+    def _cluster_client(
+        self, kind: str, url: str, timeouts: dict[str, float], client_options: dict[str, Any]
+    ) -> Any:
+        nodes, options = self._cluster_options(kind, url, timeouts, client_options)
+        return self._cluster_module.RedisCluster(startup_nodes=nodes, **options)
+
+    def _sentinel_client(
+        self, kind: str, url: str, timeouts: dict[str, float], client_options: dict[str, Any]
+    ) -> Any:
+        """A master client that asks the Sentinels where the master is, on every new connection."""
+        parsed = _MultiHostURL(url, kind, DEFAULT_SENTINEL_PORT)
+        if not 1 <= len(parsed.path) <= 2 or (
+            len(parsed.path) == 2 and not parsed.path[1].isdigit()
+        ):
+            raise SessionConfigError(
+                f"{kind}: {self.url!r} must name the service, and may name a database: "
+                "redis+sentinel://host:26379[,host:26379]/service_name[/db]"
+            )
+        service = parsed.path[0]
+        db = int(parsed.path[1]) if len(parsed.path) == 2 else 0
+        client_options = dict(client_options)
+        # The Sentinels themselves get the timeouts; their password (if any)
+        # comes through sentinel_kwargs, the URL's belongs to the master.
+        sentinel_kwargs = {
+            **timeouts,
+            **parsed.options,
+            **client_options.pop("sentinel_kwargs", {}),
+        }
+        options = {
+            **timeouts,
+            **parsed.options,
+            "retry": self._connection_retry(),
+            "db": db,
+            **parsed.auth(),
+            **client_options,
+        }
+        self._sentinel = self._sentinel_module.Sentinel(
+            parsed.nodes, sentinel_kwargs=sentinel_kwargs, **options
+        )
+        return self._sentinel.master_for(service)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, prefix={self.prefix!r})"
 
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode()
 
-    def _error(self, exc: RedisError) -> StoreError:
+    def _error(self, exc: RedisError | RedisClusterException) -> StoreError:
         if isinstance(exc, _UNAVAILABLE) or (
             isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
         ):
@@ -351,24 +496,46 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
 
 
 class RedisStore(_RedisCommon):
-    """Sessions in Redis (standalone server, or any redis-py client you pass).
+    """Sessions in Redis: a standalone server, a Cluster, or a master found through Sentinel.
 
-    ``client_or_url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL, from
-    which the store builds its own client (``socket_timeout`` and
-    ``socket_connect_timeout`` default to 2 s; other keyword arguments go to
-    ``redis.Redis.from_url``), or a ``redis.Redis`` client you built, which the
-    store uses as it is and never closes. Keys are ``prefix`` + the hashed
-    session id. Connection failures and timeouts raise
+    ``client_or_url`` is a URL, from which the store builds its own client:
+    ``redis://`` / ``rediss://`` / ``unix://`` (``redis.Redis``),
+    ``redis+cluster://host:port[,host:port...]`` (``redis.cluster.RedisCluster``)
+    or ``redis+sentinel://host:port[,host:port]/service_name[/db]`` (a Sentinel
+    master client). ``socket_timeout`` and ``socket_connect_timeout`` default
+    to 2 s; other keyword arguments go to the redis-py client. Or it is a
+    client you built (``redis.Redis``, ``RedisCluster``, ``Sentinel.master_for``),
+    which the store uses as it is and never closes. Keys are ``prefix`` + the
+    hashed session id. Connection failures and timeouts raise
     :class:`~websession.errors.StoreUnavailable` naming the server (password
     masked).
     """
 
-    #: The redis-py client (``redis.Redis`` or a compatible one, e.g. a cluster client).
+    #: The redis-py client (``redis.Redis``, ``RedisCluster`` or a compatible one).
     client: Any
+
+    def _cluster_client(
+        self, kind: str, url: str, timeouts: dict[str, float], client_options: dict[str, Any]
+    ) -> Any:
+        nodes, options = self._cluster_options(kind, url, timeouts, client_options)
+
+        def build() -> Any:
+            return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
+
+        try:
+            return build()
+        except _FAILURES:
+            # The synchronous client reads the slot map as it is built; with the
+            # cluster down, the store starts anyway and builds it on first use.
+            return _PendingCluster(self, build)
 
     def _check_client(self, client: Any) -> None:
         execute = getattr(client, "execute_command", None)
-        if not callable(execute) or isinstance(client, redis.asyncio.Redis):
+        if (
+            not callable(execute)
+            or inspect.iscoroutinefunction(execute)
+            or isinstance(client, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster)
+        ):
             raise SessionConfigError(
                 f"RedisStore needs a synchronous redis client or a URL, not {client!r}; "
                 "use AsyncRedisStore for redis.asyncio clients"
@@ -384,7 +551,7 @@ class RedisStore(_RedisCommon):
                 # The server lost its script cache (restart, SCRIPT FLUSH): EVAL
                 # runs the script and caches it again.
                 return client.execute_command("EVAL", script.body, b"1", key, *args)
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from exc
 
     def load(self, key: str) -> Entry | None:
@@ -410,7 +577,7 @@ class RedisStore(_RedisCommon):
         """Remove ``key`` (no error when absent). One ``DEL``."""
         try:
             self.client.execute_command("DEL", self._key(key))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from exc
 
     def delete_expired(self, limit: int = 1000) -> int:
@@ -440,7 +607,7 @@ class RedisStore(_RedisCommon):
                     found.extend(self._read_batch(batch, user_id))
                     batch = []
             found.extend(self._read_batch(batch, user_id))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from exc
         found.sort(key=lambda item: item[1].last_seen, reverse=True)
         yield from found if limit is None else found[:limit]
@@ -461,8 +628,53 @@ class RedisStore(_RedisCommon):
         Safe while other threads still use the store: their connections are left
         alone, and the next call opens a new one.
         """
-        if self._owned:
-            self.client.connection_pool.disconnect(inuse_connections=False)
+        if not self._owned:
+            return
+        client = self.client
+        pools: list[Any]
+        if isinstance(client, _PendingCluster):
+            pools = []
+        elif hasattr(client, "nodes_manager"):  # a cluster: one pool per node
+            nodes = [node.redis_connection for node in client.get_nodes()]
+            pools = [node.connection_pool for node in nodes if node is not None]
+        else:
+            pools = [client.connection_pool]
+        if self._sentinel is not None:
+            pools.extend(sentinel.connection_pool for sentinel in self._sentinel.sentinels)
+        for pool in pools:
+            pool.disconnect(inuse_connections=False)
+
+
+class _PendingCluster:
+    """Stands in for a cluster client that reached no node when the store was built.
+
+    Each call tries to build the client again, so it fails like any call to a
+    cluster that is down (StoreUnavailable); the first build that succeeds
+    replaces this stand-in for good. Two threads may both build one; the
+    spare is dropped.
+    """
+
+    def __init__(self, store: RedisStore, build: Callable[[], Any]) -> None:
+        self._store = store
+        self._build = build
+
+    def __repr__(self) -> str:
+        return "<RedisCluster, not connected yet>"
+
+    def _client(self) -> Any:
+        client = self._store.client
+        if client is self:
+            client = self._store.client = self._build()
+        return client
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return self._client().execute_command(*args, **options)
+
+    def scan_iter(self, *args: Any, **options: Any) -> Any:
+        return self._client().scan_iter(*args, **options)
+
+    def pipeline(self, *args: Any, **options: Any) -> Any:
+        return self._client().pipeline(*args, **options)
 
 
 def _collect(
@@ -493,19 +705,21 @@ def _refuse_decoding(client: Any, kind: str) -> None:
 class AsyncRedisStore(_RedisCommon):
     """The asyncio form of :class:`RedisStore` (``redis.asyncio``), for the ASGI middleware.
 
-    Same arguments; a client you pass must be a ``redis.asyncio.Redis``.
+    Same arguments and URLs; a client you pass must be a ``redis.asyncio``
+    one (``Redis``, ``cluster.RedisCluster``, ``sentinel.Sentinel.master_for``).
     ``await store.aclose()`` closes a client the store built.
     """
 
-    #: The ``redis.asyncio`` client (or a compatible one).
+    #: The ``redis.asyncio`` client (``Redis``, ``RedisCluster`` or a compatible one).
     client: Any
     _client_module = redis.asyncio
     _retry_module = redis.asyncio.retry
+    _cluster_module = redis.asyncio.cluster
+    _sentinel_module = redis.asyncio.sentinel
 
     def _check_client(self, client: Any) -> None:
-        if isinstance(client, redis.Redis) or not callable(
-            getattr(client, "execute_command", None)
-        ):
+        execute = getattr(client, "execute_command", None)
+        if not callable(execute) or not inspect.iscoroutinefunction(execute):
             raise SessionConfigError(
                 f"AsyncRedisStore needs a redis.asyncio client or a URL, not {client!r}; "
                 "use RedisStore for synchronous clients"
@@ -519,7 +733,7 @@ class AsyncRedisStore(_RedisCommon):
                 return await client.execute_command("EVALSHA", script.sha, b"1", key, *args)
             except NoScriptError:
                 return await client.execute_command("EVAL", script.body, b"1", key, *args)
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from exc
 
     async def load(self, key: str) -> Entry | None:
@@ -545,7 +759,7 @@ class AsyncRedisStore(_RedisCommon):
         """Remove ``key`` (no error when absent). One ``DEL``."""
         try:
             await self.client.execute_command("DEL", self._key(key))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from exc
 
     async def delete_expired(self, limit: int = 1000) -> int:
@@ -557,3 +771,5 @@ class AsyncRedisStore(_RedisCommon):
         """Close a client the store built (a client you passed stays open)."""
         if self._owned:
             await self.client.aclose()
+            if self._sentinel is not None:
+                await self._sentinel.aclose()
