@@ -1,0 +1,911 @@
+"""SQLStore and AsyncSQLStore: sessions in PostgreSQL, MySQL/MariaDB or SQLite (SQLAlchemy Core).
+
+One row per session in one table (``websession_sessions`` by default)::
+
+    session_key  VARCHAR(64) primary key   the hash of the session id, never the id
+    payload      BYTEA / LONGBLOB / BLOB   the codec's bytes, returned untouched
+    version      BIGINT                    compare-and-swap counter
+    created_at   DOUBLE PRECISION          seconds since the epoch
+    updated_at   DOUBLE PRECISION          last seen
+    expires_at   DOUBLE PRECISION          indexed: load filters on it, gc deletes by it
+    user_id      VARCHAR(255), indexed     the per-user index ("log out everywhere")
+    ip           VARCHAR(255)
+    user_agent   TEXT
+
+Times are float epoch seconds, not TIMESTAMP columns, because every other
+store and the session flow already speak epoch floats (``Entry.expires``):
+no time-zone conversion, no driver-specific datetime types, the store's own
+injectable clock decides "now" (so tests move time without sleeping), and a
+DOUBLE keeps microseconds for the next quarter of a billion years.
+
+The table is created only on request, never inside a web request:
+``websession db init --store URL`` or :meth:`SQLStore.create_table`. A
+second table, ``<table>_schema``, records the schema version, and
+``websession db upgrade`` (:meth:`SQLStore.upgrade`) runs the steps in
+:data:`MIGRATIONS` that the database has not had yet.
+
+Every operation is one statement on the happy path: ``load`` is one
+``SELECT ... WHERE session_key = :k AND expires_at > :now``; ``save`` is one
+``INSERT`` (create) or one version-checked ``UPDATE ... SET version =
+version + 1 WHERE session_key = :k AND version = :expected AND expires_at >
+:now``. Only when that touches no row does a second statement find out why
+(Conflict or Gone, or an expired row that a create may take over). The store
+never parses a payload, so rows written by a newer websession load fine.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
+from ..urls import mask_url
+from .base import Clock, Entry, Meta, check_limit, default_clock
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "AsyncSQLStore",
+    "SQLStore",
+    "SchemaChange",
+    "async_url",
+    "is_sql_url",
+    "sync_url",
+]
+
+DEFAULT_TABLE = "websession_sessions"
+#: Seconds to wait for a connection to a database server built from a URL.
+DEFAULT_CONNECT_TIMEOUT = 5
+#: MySQL/MariaDB: half the servers' default 16 MiB ``max_allowed_packet``, because the
+#: driver sends a payload escaped inside the statement, up to twice its size.
+MYSQL_MAX_PAYLOAD = 8 * 1024 * 1024
+# 55 characters leave room for the "_schema" / "_expires_at" suffixes within the
+# 63-character identifier limit of PostgreSQL.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_MAX_NAME = 52
+_MYSQL = ("mysql", "mariadb")
+# Schemes websession gives to other stores, even with a "+" (redis+cluster://).
+_OTHER_SCHEMES = frozenset({"memory", "file", "cookie", "redis", "rediss", "memcached"})
+_SYNC_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "sqlite": "sqlite+pysqlite",
+}
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+    "postgresql+pg8000": "postgresql+psycopg",
+    "mysql": "mysql+asyncmy",
+    "mysql+pymysql": "mysql+asyncmy",
+    "mysql+mysqldb": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+    "mariadb+pymysql": "mariadb+asyncmy",
+    "mariadb+mysqldb": "mariadb+asyncmy",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+}
+
+
+def is_sql_url(url: str) -> bool:
+    """Whether ``url`` names an SQLAlchemy database (and so :class:`SQLStore`).
+
+    ``postgresql://``, ``mysql://``, ``mariadb://`` and any ``dialect+driver://``
+    (``sqlite+pysqlite://``, ``postgresql+asyncpg://``) except websession's own
+    schemes with a ``+`` (``redis+cluster://``). Plain ``sqlite://`` is the
+    embedded :class:`~websession.stores.SQLiteStore`.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        return False
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("postgres", "postgresql", "mysql", "mariadb"):
+        return True
+    return "+" in scheme and scheme.split("+", 1)[0] not in _OTHER_SCHEMES
+
+
+def sync_url(url: str) -> str:
+    """``url`` with websession's sync driver when it names none (``postgresql://`` -> psycopg)."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def async_url(url: str) -> str:
+    """``url`` with an asyncio driver: psycopg stays; pymysql -> asyncmy, pysqlite -> aiosqlite."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> str:
+    scheme, sep, rest = url.partition("://")
+    replacement = drivers.get(scheme.lower())
+    return f"{replacement}{sep}{rest}" if replacement else url
+
+
+class SchemaChange(NamedTuple):
+    """Schema versions before and after :meth:`SQLStore.create_table` or ``upgrade``.
+
+    ``before == 0``: there was no session table.
+    """
+
+    before: int
+    after: int
+
+
+class _Schema:
+    """The session table and its schema-version record, for one table name and schema."""
+
+    def __init__(self, name: str, schema: str | None) -> None:
+        self.metadata = sa.MetaData(schema=schema)
+        # Hex keys compare byte-wise everywhere, so the prefix range in entries()
+        # matches what startswith() would; user ids compare exactly (case matters).
+        key_type = (
+            sa.String(64)
+            .with_variant(sa.String(64, collation="C"), "postgresql")
+            .with_variant(mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), *_MYSQL)
+        )
+        user_type = sa.String(255).with_variant(
+            mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), *_MYSQL
+        )
+        self.sessions = sa.Table(
+            name,
+            self.metadata,
+            sa.Column("session_key", key_type, primary_key=True),
+            sa.Column(
+                "payload",
+                sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL),
+                nullable=False,
+            ),
+            sa.Column("version", sa.BigInteger, nullable=False),
+            sa.Column("created_at", sa.Double, nullable=False),
+            sa.Column("updated_at", sa.Double, nullable=False),
+            sa.Column("expires_at", sa.Double, nullable=False),
+            sa.Column("user_id", user_type),
+            sa.Column("ip", sa.String(255)),
+            sa.Column("user_agent", sa.Text),
+            sa.Index(f"{name}_expires_at", "expires_at"),
+            sa.Index(f"{name}_user_id", "user_id"),
+            mysql_engine="InnoDB",
+            mysql_charset="utf8mb4",
+        )
+        self.record = sa.Table(
+            f"{name}_schema",
+            self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("schema_version", sa.Integer, nullable=False),
+            sa.Column("migrated_at", sa.Double, nullable=False),
+            mysql_engine="InnoDB",
+        )
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+def _create_version_1(conn: Connection, schema: _Schema) -> None:
+    schema.sessions.create(conn, checkfirst=True)
+
+
+#: Schema migrations in order: entry ``n`` brings a database from version ``n`` to ``n + 1``.
+#: A new schema version is one function appended here (it receives a connection and the
+#: tables as the new version defines them); ``websession db upgrade`` runs the missing ones.
+MIGRATIONS: list[Callable[[Connection, _Schema], None]] = [_create_version_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _current_version(conn: Connection, schema: _Schema) -> int:
+    inspector = sa.inspect(conn)
+    sessions = schema.sessions
+    if inspector.has_table(schema.record.name, schema=schema.record.schema):
+        row = conn.execute(
+            sa.select(schema.record.c.schema_version).where(schema.record.c.id == 1)
+        ).first()
+        if row is not None:
+            return int(row[0])
+    # A session table without a record was made by hand from version 1's definition.
+    return 1 if inspector.has_table(sessions.name, schema=sessions.schema) else 0
+
+
+def _migrate(conn: Connection, schema: _Schema, clock: Clock, *, upgrade: bool) -> SchemaChange:
+    """Bring the schema to the current version (``upgrade``) or only create a missing one."""
+    before = _current_version(conn, schema)
+    if before > SCHEMA_VERSION:
+        raise StoreError(
+            f"the session table {schema.sessions.fullname!r} has schema version {before}, newer "
+            f"than this websession knows ({SCHEMA_VERSION}); upgrade websession"
+        )
+    target = SCHEMA_VERSION if upgrade or before == 0 else before
+    schema.record.create(conn, checkfirst=True)
+    record = schema.record
+    for number in range(before + 1, target + 1):
+        MIGRATIONS[number - 1](conn, schema)
+        _write_version(conn, record, number, clock())
+        # Each step is committed on its own, so a failure later keeps the steps before it.
+        conn.commit()
+    if target == before:
+        _write_version(conn, record, before, None)
+        conn.commit()
+    return SchemaChange(before, target)
+
+
+def _write_version(conn: Connection, record: sa.Table, version: int, now: float | None) -> None:
+    exists = conn.execute(sa.select(record.c.schema_version).where(record.c.id == 1)).first()
+    if exists is None:
+        conn.execute(sa.insert(record).values(id=1, schema_version=version, migrated_at=now or 0.0))
+    elif now is not None:
+        conn.execute(
+            sa.update(record)
+            .where(record.c.id == 1)
+            .values(schema_version=version, migrated_at=now)
+        )
+
+
+# -- the statements ----------------------------------------------------------------------------
+
+_ROWS = 0  # the step wants the rowcount
+_FIRST = 1  # the first row, or None
+_INSERT = 2  # True, or False on a unique violation
+
+
+class _Step(NamedTuple):
+    statement: Any
+    params: dict[str, Any]
+    mode: int
+
+
+class _Statements:
+    """Every statement the store runs, built once per store; values travel as parameters."""
+
+    def __init__(self, table: sa.Table, dialect: sa.Dialect) -> None:
+        c = table.c
+        key = c.session_key == sa.bindparam("p_key")
+        live = c.expires_at > sa.bindparam("p_now")
+        self.columns = (
+            c.payload, c.version, c.created_at, c.updated_at, c.expires_at,
+            c.user_id, c.ip, c.user_agent,
+        )  # fmt: skip
+        self.load = sa.select(*self.columns).where(key, live)
+        self.live_version = sa.select(c.version).where(key, live)
+        values = {
+            "payload": sa.bindparam("p_payload", type_=c.payload.type),
+            "created_at": sa.bindparam("p_created", type_=c.created_at.type),
+            "updated_at": sa.bindparam("p_seen", type_=c.updated_at.type),
+            "expires_at": sa.bindparam("p_expires", type_=c.expires_at.type),
+            "user_id": sa.bindparam("p_user", type_=c.user_id.type),
+            "ip": sa.bindparam("p_ip", type_=c.ip.type),
+            "user_agent": sa.bindparam("p_agent", type_=c.user_agent.type),
+        }
+        self.insert = sa.insert(table).values(
+            session_key=sa.bindparam("p_key", type_=c.session_key.type), version=1, **values
+        )
+        self.take_over = (
+            sa.update(table)
+            .where(key, c.expires_at <= sa.bindparam("p_now"))
+            .values(version=1, **values)
+        )
+        self.update = (
+            sa.update(table)
+            .where(key, c.version == sa.bindparam("p_expected"), live)
+            .values(version=c.version + 1, **values)
+        )
+        self.delete_version = sa.delete(table).where(
+            key, c.version == sa.bindparam("p_expected"), live
+        )
+        self.touch = (
+            sa.update(table)
+            .where(key, live)
+            .values(
+                expires_at=sa.bindparam("p_expires", type_=c.expires_at.type),
+                updated_at=sa.bindparam("p_seen", type_=c.updated_at.type),
+            )
+        )
+        self.delete = sa.delete(table).where(key)
+        self.delete_expired = self._delete_expired(table, dialect)
+
+    @staticmethod
+    def _delete_expired(table: sa.Table, dialect: sa.Dialect) -> Any:
+        c = table.c
+        if dialect.name in _MYSQL:
+            # MySQL refuses LIMIT in an IN subquery, and its own DELETE ... LIMIT
+            # walks the expires_at index, so each batch locks only what it deletes.
+            name = dialect.identifier_preparer.format_table(table)
+            return sa.text(  # the table name is checked and quoted; values are parameters
+                f"DELETE FROM {name} WHERE expires_at <= :p_now ORDER BY expires_at LIMIT :p_limit"  # noqa: S608
+            )
+        batch = (
+            sa.select(c.session_key)
+            .where(c.expires_at <= sa.bindparam("p_now"))
+            .order_by(c.expires_at)
+            .limit(sa.bindparam("p_limit"))
+        )
+        if dialect.name == "postgresql":
+            # Rows a request holds locked are left for the next run instead of waited for.
+            batch = batch.with_for_update(skip_locked=True)
+        return sa.delete(table).where(c.session_key.in_(batch.scalar_subquery()))
+
+
+def _entry(row: Any) -> Entry:
+    payload = row[0]
+    if not isinstance(payload, bytes):
+        payload = bytes(payload)  # some drivers hand out memoryview or bytearray
+    return Entry(payload, row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (byte order)."""
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return None
+    following = last + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return prefix[:-1] + chr(following)
+
+
+def _missing_table(exc: sa_exc.SQLAlchemyError) -> bool:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] == 1146:  # MySQL ER_NO_SUCH_TABLE
+        return True
+    text = str(orig)
+    return "no such table" in text or "UndefinedTableError" in type(orig).__name__
+
+
+def _reason(exc: sa_exc.SQLAlchemyError) -> str:
+    """The driver's own message, first line only: SQLAlchemy's adds the statement."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_name(kind: str, option: str, value: Any) -> None:
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > _MAX_NAME
+        or value[0].isdigit()
+        or not set(value) <= _NAME_CHARS
+    ):
+        raise SessionConfigError(
+            f"{kind} option {option}={value!r} is not a plain SQL identifier "
+            f"(letters, digits and underscores, at most {_MAX_NAME}, not starting with a digit)"
+        )
+
+
+# -- what the two stores share -------------------------------------------------------------------
+
+
+class _SQLCommon:
+    """Configuration, statements and the decisions of every operation, free of I/O.
+
+    The two subclasses only carry the steps out: :class:`SQLStore` with a
+    connection, :class:`AsyncSQLStore` with ``await``.
+    """
+
+    inline = False
+    max_payload_size: int | None = None
+    #: The URL scheme drivers this form swaps in when a URL names none.
+    _drivers = _SYNC_DRIVERS
+    engine: Any
+
+    def __init__(
+        self,
+        engine_or_url: Any,
+        *,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        clock: Clock = default_clock,
+        max_payload_size: int | None = None,
+        connect_timeout: float | None = None,
+        **engine_options: Any,
+    ) -> None:
+        kind = type(self).__name__
+        if isinstance(engine_or_url, str):
+            url = self._parse(kind, engine_or_url)
+            table = url.query.get("table", table)  # type: ignore[assignment]
+            schema = url.query.get("schema", schema)  # type: ignore[assignment]
+            url = url.difference_update_query(["table", "schema"])
+            self.engine = self._build_engine(kind, url, connect_timeout, engine_options)
+            self._owned = True
+        else:
+            if connect_timeout is not None or engine_options:
+                raise SessionConfigError(
+                    f"{kind}: connect_timeout and engine options apply only to an engine built "
+                    "from a URL; set them on the engine you pass"
+                )
+            self._check_engine(engine_or_url)
+            self.engine = engine_or_url
+            self._owned = False
+        _check_name(kind, "table", table)
+        if schema is not None:
+            _check_name(kind, "schema", schema)
+        self.table_name = table
+        self.schema = schema
+        self._clock = clock
+        dialect: sa.Dialect = self.engine.dialect
+        self.dialect = dialect.name
+        if dialect.name == "sqlite":
+            self.inline = True  # a local file: a call costs less than a thread hop
+        if max_payload_size is not None:
+            if (
+                isinstance(max_payload_size, bool)
+                or not isinstance(max_payload_size, int)
+                or (max_payload_size < 1)
+            ):
+                raise SessionConfigError(
+                    f"{kind} option max_payload_size={max_payload_size!r} must be bytes > 0"
+                )
+            self.max_payload_size = max_payload_size
+        elif dialect.name in _MYSQL:
+            self.max_payload_size = MYSQL_MAX_PAYLOAD
+        # Engines the store built run in autocommit (every operation is one atomic
+        # statement, so BEGIN/COMMIT would only add round trips); an engine you pass
+        # keeps its own settings and each operation is a transaction of its own.
+        self._autocommit = self._owned
+        self._schema = _Schema(table, schema)
+        #: The session table, for queries of your own (read-only use recommended).
+        self.table = self._schema.sessions
+        #: Both tables (sessions and schema record), e.g. for ``metadata.drop_all(engine)``.
+        self.metadata = self._schema.metadata
+        self._sql = _Statements(self.table, dialect)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        query = [f"table={table}"] if table != DEFAULT_TABLE else []
+        if schema is not None:
+            query.append(f"schema={schema}")
+        store_url = self.url
+        if query:
+            store_url += ("&" if "?" in store_url else "?") + "&".join(query)
+        #: The store's URL as ``websession --store`` takes it, password masked.
+        self.store_url = store_url
+
+    @classmethod
+    def _parse(cls, kind: str, url: str) -> URL:
+        try:
+            return make_url(cls._url(url))
+        except (sa_exc.ArgumentError, ValueError) as exc:
+            raise SessionConfigError(f"{kind}: bad database URL {mask_url(url)!r}: {exc}") from None
+
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _with_driver(url, cls._drivers)
+
+    def _build_engine(
+        self, kind: str, url: URL, connect_timeout: float | None, options: dict[str, Any]
+    ) -> Any:
+        timeout = DEFAULT_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise SessionConfigError(
+                f"{kind} option connect_timeout={timeout!r} must be seconds > 0"
+            )
+        backend = url.get_backend_name()
+        connect_args: dict[str, Any] = {}
+        if backend == "postgresql":
+            connect_args["connect_timeout"] = max(1, round(timeout))  # libpq: whole seconds
+        elif backend in _MYSQL:
+            connect_args["connect_timeout"] = max(1, round(timeout))
+        elif backend == "sqlite":
+            connect_args["timeout"] = float(timeout)  # how long a writer waits for the lock
+        connect_args.update(options.pop("connect_args", {}))
+        settings: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "isolation_level": "AUTOCOMMIT",
+            "hide_parameters": True,  # payloads must not end up in error messages and logs
+        }
+        if backend in ("postgresql", "sqlite", *_MYSQL):
+            # In autocommit the pool's reset-on-return ROLLBACK is a wasted round trip.
+            settings["skip_autocommit_rollback"] = True
+        settings.update(options)
+        try:
+            engine = self._create_engine(url, connect_args=connect_args, **settings)
+        except (sa_exc.ArgumentError, TypeError) as exc:
+            raise SessionConfigError(f"{kind}: cannot build an engine for {url!r}: {exc}") from None
+        except ImportError as exc:
+            raise SessionConfigError(
+                f"{kind}: the database driver for {url.drivername!r} is not installed ({exc}); "
+                "pip install 'websession[postgresql]' or 'websession[mysql]'"
+            ) from None
+        if backend == "sqlite":
+            _use_wal(self._sync_engine(engine))
+        return engine
+
+    def _create_engine(self, url: URL, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _sync_engine(self, engine: Any) -> Engine:
+        raise NotImplementedError
+
+    def _check_engine(self, engine: Any) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.store_url!r})"
+
+    def _error(self, exc: sa_exc.SQLAlchemyError) -> StoreError:
+        if _missing_table(exc):
+            command = f"websession db init --store {shlex.quote(self.store_url)}"
+            return StoreUnavailable(
+                f"the session table {self.table.fullname!r} does not exist in {self.url}; "
+                f"create it with `{command}` (or store.create_table())"
+            )
+        if (
+            isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+            or getattr(exc, "connection_invalidated", False)
+            or isinstance(exc, sa_exc.DisconnectionError)
+        ):
+            return StoreUnavailable(f"the database at {self.url} is unavailable: {_reason(exc)}")
+        return StoreError(f"the database at {self.url} refused a session statement: {_reason(exc)}")
+
+    # -- the decisions, as steps a driver carries out ------------------------------------
+
+    def _save_steps(
+        self, key: str, payload: bytes, expected_version: int | None, ttl: float, meta: Meta
+    ) -> Generator[_Step, Any, int]:
+        sql = self._sql
+        now = self._clock()
+        if ttl <= 0:
+            if expected_version is None:
+                live = yield _Step(sql.live_version, {"p_key": key, "p_now": now}, _FIRST)
+                if live is not None:
+                    raise Conflict("a session with this key already exists")
+                return 1
+            deleted = yield _Step(
+                sql.delete_version,
+                {"p_key": key, "p_expected": expected_version, "p_now": now},
+                _ROWS,
+            )
+            if deleted == 1:
+                return expected_version + 1
+            raise (yield from self._why_not(key, now))
+        params = {
+            "p_key": key,
+            "p_payload": payload,
+            "p_created": meta.created,
+            "p_seen": meta.last_seen,
+            "p_expires": now + ttl,
+            "p_user": meta.user_id,
+            "p_ip": meta.ip,
+            "p_agent": meta.user_agent,
+            "p_now": now,
+        }
+        if expected_version is None:
+            if (yield _Step(sql.insert, params, _INSERT)):
+                return 1
+            # The key exists: an expired row may be taken over, a live one may not.
+            if (yield _Step(sql.take_over, params, _ROWS)) == 1:
+                return 1
+            raise Conflict("a session with this key already exists")
+        params["p_expected"] = expected_version
+        if (yield _Step(sql.update, params, _ROWS)) == 1:
+            return expected_version + 1
+        raise (yield from self._why_not(key, now))
+
+    def _why_not(self, key: str, now: float) -> Generator[_Step, Any, StoreError]:
+        """The error for a write that touched no row: Gone, or Conflict when the row lives."""
+        # The write already failed; this read only tells the caller why. Its answer
+        # may be a moment newer than the write's, which is harmless: either way the
+        # save is refused.
+        live = yield _Step(self._sql.live_version, {"p_key": key, "p_now": now}, _FIRST)
+        if live is None:
+            return Gone("the session was deleted meanwhile")
+        return Conflict("the session was saved by another request")
+
+    def _touch_step(self, key: str, ttl: float) -> _Step:
+        now = self._clock()
+        if ttl <= 0:
+            return _Step(self._sql.delete, {"p_key": key}, _ROWS)
+        return _Step(
+            self._sql.touch,
+            {"p_key": key, "p_now": now, "p_expires": now + ttl, "p_seen": now},
+            _ROWS,
+        )
+
+    def _delete_expired_step(self, limit: int) -> _Step:
+        check_limit(limit)
+        return _Step(self._sql.delete_expired, {"p_now": self._clock(), "p_limit": limit}, _ROWS)
+
+    def _entries_statement(
+        self, prefix: str, user_id: str | None, limit: int | None
+    ) -> tuple[Any, dict[str, Any]]:
+        c = self.table.c
+        stmt = sa.select(c.session_key, *self._sql.columns).where(c.expires_at > self._clock())
+        if user_id is not None:
+            stmt = stmt.where(c.user_id == user_id)
+        if prefix:
+            # A range on the primary key rather than LIKE, which treats % and _ as wildcards.
+            stmt = stmt.where(c.session_key >= prefix)
+            upper = _prefix_upper_bound(prefix)
+            if upper is not None:
+                stmt = stmt.where(c.session_key < upper)
+        stmt = stmt.order_by(c.updated_at.desc(), c.session_key)
+        if limit is not None:
+            stmt = stmt.limit(check_limit(limit))
+        return stmt, {}
+
+
+def _use_wal(engine: Engine) -> None:
+    """SQLite files built from a URL use WAL, as SQLiteStore does: readers never block writers."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+
+# -- the sync store ------------------------------------------------------------------------------
+
+
+class SQLStore(_SQLCommon):
+    """Sessions in an SQL database through SQLAlchemy 2 (PostgreSQL, MySQL/MariaDB, SQLite).
+
+    ``engine_or_url`` is a URL such as ``postgresql+psycopg://user:pw@host/db``
+    or ``mysql+pymysql://user:pw@host/db`` (``postgresql://`` and ``mysql://``
+    pick psycopg and PyMySQL; ``?table=`` and ``?schema=`` in the URL set those
+    options), from which the store builds an engine with ``pool_pre_ping``, a
+    connect timeout (5 s) and autocommit, or an :class:`~sqlalchemy.engine.Engine`
+    you built, which the store uses as it is and never disposes. Extra keyword
+    arguments go to :func:`sqlalchemy.create_engine`.
+
+    The table must exist first: ``websession db init --store URL`` or
+    :meth:`create_table`. Unreachable databases and a missing table raise
+    :class:`~websession.errors.StoreUnavailable` naming the database (password
+    masked); the pool reconnects on the next call once the server is back.
+    """
+
+    engine: Engine
+
+    def _create_engine(self, url: URL, **kwargs: Any) -> Engine:
+        return sa.create_engine(url, **kwargs)
+
+    def _sync_engine(self, engine: Engine) -> Engine:
+        return engine
+
+    def _check_engine(self, engine: Any) -> None:
+        if not isinstance(engine, Engine):
+            hint = (
+                "; use AsyncSQLStore for an AsyncEngine" if isinstance(engine, AsyncEngine) else ""
+            )
+            raise SessionConfigError(
+                f"SQLStore needs a database URL or a sqlalchemy Engine, not {engine!r}{hint}"
+            )
+
+    def _connection(self) -> AbstractContextManager[Connection]:
+        return self.engine.connect() if self._autocommit else self.engine.begin()
+
+    def _run(self, step: _Step) -> Any:
+        statement, params, mode = step
+        try:
+            with self._connection() as conn:
+                result = conn.execute(statement, params)
+                if mode == _FIRST:
+                    return result.first()
+                if mode == _ROWS:
+                    return result.rowcount
+                return True
+        except sa_exc.IntegrityError as exc:
+            if mode == _INSERT:
+                return False
+            raise self._error(exc) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+
+    def _drive(self, steps: Generator[_Step, Any, int]) -> int:
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(self._run(step))
+        except StopIteration as done:
+            return int(done.value)
+
+    # -- the store protocol --------------------------------------------------------------
+
+    def load(self, key: str) -> Entry | None:
+        """The live entry for ``key``; None when unknown or expired. One SELECT."""
+        row = self._run(_Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST))
+        return None if row is None else _entry(row)
+
+    def save(
+        self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        """Compare-and-swap write: one INSERT or one version-checked UPDATE when all goes well."""
+        return self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
+
+    def touch(self, key: str, ttl: float) -> bool:
+        """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
+        return bool(self._run(self._touch_step(key, ttl)) == 1 and ttl > 0)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when absent). One DELETE."""
+        self._run(_Step(self._sql.delete, {"p_key": key}, _ROWS))
+
+    def delete_expired(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired rows in one short statement; return how many went.
+
+        PostgreSQL skips rows other transactions hold locked (``SKIP LOCKED``),
+        so a collection run never waits on a request.
+        """
+        return int(self._run(self._delete_expired_step(limit)))
+
+    def entries(
+        self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, Entry]]:
+        """Live entries whose key starts with ``prefix`` (and belong to ``user_id``).
+
+        Newest ``last_seen`` first; uses the primary key or the user_id index.
+        """
+        stmt, params = self._entries_statement(prefix, user_id, limit)
+        try:
+            # Fetched in full before yielding, so no connection is held while the caller loops.
+            with self._connection() as conn:
+                rows = conn.execute(stmt, params).all()
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+        for row in rows:
+            if row[0].startswith(prefix):
+                yield row[0], _entry(row[1:])
+
+    # -- schema --------------------------------------------------------------------------
+
+    def create_table(self) -> SchemaChange:
+        """Create the session table (and its schema record) if missing; never alters one.
+
+        Returns the schema versions before and after (before 0: it was created).
+        What ``websession db init`` runs.
+        """
+        return self._migrate(upgrade=False)
+
+    def upgrade(self) -> SchemaChange:
+        """Create the table or run the migrations it has not had yet; idempotent.
+
+        What ``websession db upgrade`` runs.
+        """
+        return self._migrate(upgrade=True)
+
+    def _migrate(self, *, upgrade: bool) -> SchemaChange:
+        try:
+            with self.engine.connect() as conn:
+                return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        """Close the pooled connections of an engine the store built (yours stays as it is).
+
+        Safe while other threads still use the store: the next call opens a new connection.
+        """
+        if self._owned:
+            self.engine.dispose()
+
+
+# -- the async store -------------------------------------------------------------------------------
+
+
+class AsyncSQLStore(_SQLCommon):
+    """The asyncio form of :class:`SQLStore`, for the ASGI middleware.
+
+    Same arguments; a URL that names a sync driver gets its asyncio
+    counterpart (psycopg serves both, ``pymysql`` becomes ``asyncmy``,
+    ``pysqlite`` becomes ``aiosqlite``), and an engine you pass must be an
+    :class:`~sqlalchemy.ext.asyncio.AsyncEngine`. ``await store.aclose()``
+    disposes of an engine the store built.
+    """
+
+    engine: AsyncEngine
+    _drivers = _ASYNC_DRIVERS
+
+    def _create_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
+        return create_async_engine(url, **kwargs)
+
+    def _sync_engine(self, engine: AsyncEngine) -> Engine:
+        return engine.sync_engine
+
+    def _check_engine(self, engine: Any) -> None:
+        if not isinstance(engine, AsyncEngine):
+            hint = "; use SQLStore for a sync Engine" if isinstance(engine, Engine) else ""
+            raise SessionConfigError(
+                f"AsyncSQLStore needs a database URL or a sqlalchemy AsyncEngine, "
+                f"not {engine!r}{hint}"
+            )
+
+    def _connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.connect() if self._autocommit else self.engine.begin()
+
+    async def _run(self, step: _Step) -> Any:
+        statement, params, mode = step
+        try:
+            async with self._connection() as conn:
+                result = await conn.execute(statement, params)
+                if mode == _FIRST:
+                    return result.first()
+                if mode == _ROWS:
+                    return result.rowcount
+                return True
+        except sa_exc.IntegrityError as exc:
+            if mode == _INSERT:
+                return False
+            raise self._error(exc) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+
+    async def _drive(self, steps: Generator[_Step, Any, int]) -> int:
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(await self._run(step))
+        except StopIteration as done:
+            return int(done.value)
+
+    async def load(self, key: str) -> Entry | None:
+        """The live entry for ``key``; None when unknown or expired. One SELECT."""
+        step = _Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST)
+        row = await self._run(step)
+        return None if row is None else _entry(row)
+
+    async def save(
+        self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        """Compare-and-swap write: one INSERT or one version-checked UPDATE when all goes well."""
+        return await self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
+
+    async def touch(self, key: str, ttl: float) -> bool:
+        """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
+        return bool(await self._run(self._touch_step(key, ttl)) == 1 and ttl > 0)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when absent). One DELETE."""
+        await self._run(_Step(self._sql.delete, {"p_key": key}, _ROWS))
+
+    async def delete_expired(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired rows in one short statement (see SQLStore)."""
+        return int(await self._run(self._delete_expired_step(limit)))
+
+    async def entries(
+        self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[tuple[str, Entry]]:
+        """Live entries whose key starts with ``prefix`` (and belong to ``user_id``)."""
+        stmt, params = self._entries_statement(prefix, user_id, limit)
+        try:
+            async with self._connection() as conn:
+                rows = (await conn.execute(stmt, params)).all()
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+        for row in rows:
+            if row[0].startswith(prefix):
+                yield row[0], _entry(row[1:])
+
+    async def create_table(self) -> SchemaChange:
+        """Create the session table if missing (see :meth:`SQLStore.create_table`)."""
+        return await self._migrate(upgrade=False)
+
+    async def upgrade(self) -> SchemaChange:
+        """Create or migrate the table to the current schema (see :meth:`SQLStore.upgrade`)."""
+        return await self._migrate(upgrade=True)
+
+    async def _migrate(self, *, upgrade: bool) -> SchemaChange:
+        def run(conn: Connection) -> SchemaChange:
+            return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
+
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(run)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+
+    async def aclose(self) -> None:
+        """Dispose of an engine the store built (an engine you passed stays open)."""
+        if self._owned:
+            await self.engine.dispose()

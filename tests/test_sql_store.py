@@ -1,0 +1,897 @@
+"""SQLStore and AsyncSQLStore against real PostgreSQL and MariaDB/MySQL servers, and SQLite.
+
+Servers: ``WEBSESSION_POSTGRES_URL`` (default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``WEBSESSION_MYSQL_URL``
+(default ``mysql+pymysql://root@127.0.0.1:3306/test``). Every store here works
+on a table of its own, ``websession_test_<run>_<n>``, which the test drops at
+the end together with its ``_schema`` record; nothing else in the database is
+touched. A server that cannot be reached skips its tests, except under CI
+(``CI=true``), where that is a failure. SQLite runs on a file in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from helpers import call_wsgi, cookie_value, set_cookies, wsgi_app
+from websession.errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
+from websession.session import Session
+from websession.stores.base import Entry, InspectableStore, Meta
+from websession.testing import AsyncStoreContract, FakeClock, StoreContract, make_key
+from websession.urls import mask_url
+from websession.wsgi import SessionMiddleware as WSGIMiddleware
+
+try:
+    import sqlalchemy as sa
+    from click.testing import CliRunner
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from websession.cli_db import db
+    from websession.stores import sql as sql_module
+    from websession.stores.sql import (
+        SCHEMA_VERSION,
+        AsyncSQLStore,
+        SchemaChange,
+        SQLStore,
+        async_url,
+        is_sql_url,
+        sync_url,
+    )
+except ImportError:
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip(
+        "SQLAlchemy or a driver is not installed (pip install 'websession[postgresql,mysql]')",
+        allow_module_level=True,
+    )
+
+POSTGRES_ENV = "WEBSESSION_POSTGRES_URL"
+MYSQL_ENV = "WEBSESSION_MYSQL_URL"
+POSTGRES_URL = os.environ.get(POSTGRES_ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get(MYSQL_ENV, "mysql+pymysql://root@127.0.0.1:3306/test")
+RUN_ID = uuid.uuid4().hex[:8]
+_numbers = itertools.count()
+TTL = 600.0
+BACKENDS = ["postgresql", "mysql", "sqlite"]
+
+
+def fresh_table() -> str:
+    """A table name no one else uses: this run's id and a counter."""
+    return f"websession_test_{RUN_ID}_{next(_numbers)}"
+
+
+def meta(now: float = 1_700_000_000.0, **changes: Any) -> Meta:
+    fields: dict[str, Any] = {
+        "created": now,
+        "last_seen": now,
+        "user_id": "u1",
+        "ip": "203.0.113.9",
+    }
+    fields.update(changes)
+    return Meta(**fields)
+
+
+def with_query(url: str, **params: str) -> str:
+    joiner = "&" if "?" in url else "?"
+    return url + joiner + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+@dataclass
+class Database:
+    """One backend for one test: its URL and an admin engine that creates and drops tables."""
+
+    name: str
+    url: str
+    admin: sa.Engine
+    tables: list[sa.MetaData]
+
+    def store(self, clock: Callable[[], float] = time.time, **options: Any) -> SQLStore:
+        """A store on a fresh table, created now and dropped after the test."""
+        store = SQLStore(self.url, table=fresh_table(), clock=clock, **options)
+        self.created(store)
+        store.create_table()
+        return store
+
+    def created(self, store: SQLStore | AsyncSQLStore) -> None:
+        self.tables.append(store.metadata)
+
+    def new_table(self) -> str:
+        """Create a fresh table through the admin engine and return its name."""
+        table = fresh_table()
+        setup = SQLStore(self.admin, table=table)
+        self.created(setup)
+        setup.create_table()
+        return table
+
+    def drop(self) -> None:
+        for metadata in self.tables:
+            metadata.drop_all(self.admin, checkfirst=True)
+
+
+_reachable: dict[str, BaseException | None] = {}
+
+
+def _require_server(name: str, url: str, env: str) -> None:
+    if name not in _reachable:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            _reachable[name] = None
+        except sa.exc.SQLAlchemyError as exc:
+            _reachable[name] = exc
+        finally:
+            engine.dispose()
+    problem = _reachable[name]
+    if problem is not None:
+        message = (
+            f"no {name} server at {env}={mask_url(url)!r} ({str(problem).splitlines()[0]}); "
+            f"start one or point {env} at a database the tests may create tables in"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def open_database(name: str, tmp_path: Path) -> Iterator[Database]:
+    if name == "postgresql":
+        _require_server(name, POSTGRES_URL, POSTGRES_ENV)
+        url = POSTGRES_URL
+    elif name == "mysql":
+        _require_server(name, MYSQL_URL, MYSQL_ENV)
+        url = MYSQL_URL
+    else:
+        url = f"sqlite+pysqlite:///{tmp_path / 'sessions.db'}"
+    admin = sa.create_engine(url)
+    database = Database(name, url, admin, [])
+    try:
+        yield database
+    finally:
+        database.drop()
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Each backend in turn; tables the test made are dropped afterwards."""
+    yield from open_database(request.param, tmp_path)
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[Database]:
+    yield from open_database("postgresql", tmp_path)
+
+
+@pytest.fixture
+def mariadb(tmp_path: Path) -> Iterator[Database]:
+    yield from open_database("mysql", tmp_path)
+
+
+# -- the contract, on every backend ---------------------------------------------------------
+
+
+class _OnDatabase:
+    backend: str
+    database: Database
+
+    @pytest.fixture(autouse=True)
+    def _database(self, tmp_path: Path) -> Iterator[None]:
+        # Autouse, so it is set up before (and torn down after) the contract's store fixture.
+        for database in open_database(self.backend, tmp_path):
+            self.database = database
+            yield
+
+
+class _SyncContract(_OnDatabase, StoreContract):
+    def make_store(self, clock: Callable[[], float]) -> SQLStore:
+        return self.database.store(clock)
+
+
+class _AsyncContract(_OnDatabase, AsyncStoreContract):
+    def make_store(self, clock: Callable[[], float]) -> AsyncSQLStore:
+        # The table comes from the sync admin engine; the store derives its async
+        # driver from the sync URL (pymysql -> asyncmy, pysqlite -> aiosqlite).
+        table = self.database.new_table()
+        return AsyncSQLStore(self.database.url, table=table, clock=clock)
+
+
+class TestPostgresContract(_SyncContract):
+    backend = "postgresql"
+
+
+class TestMariaDBContract(_SyncContract):
+    backend = "mysql"
+
+
+class TestSQLiteContract(_SyncContract):
+    backend = "sqlite"
+
+
+class TestAsyncPostgresContract(_AsyncContract):
+    backend = "postgresql"
+
+
+class TestAsyncMariaDBContract(_AsyncContract):
+    backend = "mysql"
+
+
+class TestAsyncSQLiteContract(_AsyncContract):
+    backend = "sqlite"
+
+
+# -- statements and table contents ----------------------------------------------------------
+
+
+class StatementLog:
+    """Every statement an engine sends, from SQLAlchemy's before_cursor_execute event."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.statements: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement.split(None, 1)[0].upper())
+
+    def during(self, operation: Callable[[], Any]) -> list[str]:
+        self.statements.clear()
+        operation()
+        return list(self.statements)
+
+
+def test_one_statement_per_operation_on_the_happy_path(database: Database) -> None:
+    clock = FakeClock()
+    store = database.store(clock)
+    log = StatementLog(store.engine)
+    key = make_key("statements")
+    version = 0
+
+    def create() -> None:
+        nonlocal version
+        version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta(clock()))
+
+    assert log.during(create) == ["INSERT"]
+    assert log.during(lambda: store.load(key)) == ["SELECT"]
+    assert log.during(
+        lambda: store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta(clock()))
+    ) == ["UPDATE"]
+    assert log.during(lambda: store.touch(key, TTL)) == ["UPDATE"]
+    assert log.during(lambda: store.delete_expired(10)) == ["DELETE"]
+    assert log.during(lambda: store.delete(key)) == ["DELETE"]
+    assert log.during(lambda: store.load(key)) == ["SELECT"]
+    # A refused update costs one more statement, which tells Conflict from Gone.
+    log.statements.clear()
+    with pytest.raises(Gone):
+        store.save(key, b"x", expected_version=version, ttl=TTL, meta=meta())
+    assert log.statements == ["UPDATE", "SELECT"]
+    store.close()
+
+
+def test_async_store_sends_one_statement_per_operation(database: Database) -> None:
+    table = database.new_table()
+
+    async def main() -> list[list[str]]:
+        store = AsyncSQLStore(database.url, table=table)
+        log = StatementLog(store.engine.sync_engine)
+        key = make_key("async-statements")
+        seen = []
+        log.statements.clear()
+        version = await store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
+        seen.append(list(log.statements))
+        for operation in (
+            lambda: store.load(key),
+            lambda: store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta()),
+            lambda: store.delete(key),
+        ):
+            log.statements.clear()
+            await operation()
+            seen.append(list(log.statements))
+        await store.aclose()
+        return seen
+
+    assert asyncio.run(main()) == [["INSERT"], ["SELECT"], ["UPDATE"], ["DELETE"]]
+
+
+def test_the_raw_table_holds_no_session_id(database: Database) -> None:
+    store = database.store()
+
+    def view(session: Session, environ: dict[str, Any]) -> None:
+        session["cart"] = ["apple"]
+
+    app = WSGIMiddleware(wsgi_app(view), store=store)
+    _, headers, _ = call_wsgi(app, "/", headers={"User-Agent": "dump-test"})
+    token = cookie_value(set_cookies(headers)[0])
+    with database.admin.connect() as conn:
+        rows = conn.execute(sa.select(store.table)).all()
+    assert len(rows) == 1
+    dump = repr(rows).encode() + b"".join(
+        value if isinstance(value, bytes) else str(value).encode() for value in rows[0]
+    )
+    assert b"apple" in dump  # the payload is there ...
+    assert b"dump-test" in dump  # ... and the user agent beside it ...
+    assert token.encode() not in dump  # ... but not the session id
+    assert rows[0].session_key != token
+    assert len(rows[0].session_key) == 64
+
+
+def test_payloads_are_returned_untouched_whatever_their_format(database: Database) -> None:
+    # A payload from a newer codec version: the store must hand it back byte for byte.
+    store = database.store()
+    key = make_key("future")
+    future = b"\x09websession-format-99\x00\xff" + bytes(range(256))
+    store.save(key, future, expected_version=None, ttl=TTL, meta=meta(time.time()))
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == future
+    assert [e.payload for _, e in store.entries(prefix=key)] == [future]
+
+
+def test_metadata_is_kept_outside_the_payload(database: Database) -> None:
+    store = database.store()
+    key = make_key("columns")
+    store.save(key, b"{}", expected_version=None, ttl=TTL, meta=meta(time.time(), user_id="Alice"))
+    store.save(
+        make_key("other"),
+        b"{}",
+        expected_version=None,
+        ttl=TTL,
+        meta=meta(time.time(), user_id="alice"),
+    )
+    with database.admin.connect() as conn:
+        row = conn.execute(
+            sa.select(store.table.c.user_id, store.table.c.ip).where(
+                store.table.c.session_key == key
+            )
+        ).one()
+    assert tuple(row) == ("Alice", "203.0.113.9")
+    # User ids compare exactly, also on MySQL, whose default collation ignores case.
+    assert [k for k, _ in store.entries(user_id="Alice")] == [key]
+
+
+# -- the table is created on request only ------------------------------------------------------
+
+
+def test_a_missing_table_is_unavailable_and_says_how_to_create_it(database: Database) -> None:
+    table = fresh_table()
+    store = SQLStore(database.url, table=table)
+    operations: list[Callable[[], Any]] = [
+        lambda: store.load(make_key("x")),
+        lambda: store.save(make_key("x"), b"x", expected_version=None, ttl=TTL, meta=meta()),
+        lambda: store.touch(make_key("x"), TTL),
+        lambda: store.delete_expired(),
+        lambda: list(store.entries()),
+    ]
+    for operation in operations:
+        with pytest.raises(StoreUnavailable, match="websession db init --store") as caught:
+            operation()
+        assert table in str(caught.value)
+        assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
+    with database.admin.connect() as conn:
+        assert not sa.inspect(conn).has_table(table)  # nothing was created behind the user's back
+    store.close()
+
+
+def test_the_missing_table_hint_masks_the_password(postgres: Database) -> None:
+    # Trust authentication ignores the password, so this URL still connects.
+    url = sa.make_url(POSTGRES_URL).set(password="s3cret-pass").render_as_string(False)
+    table = fresh_table()
+    store = SQLStore(url, table=table)
+    with pytest.raises(StoreUnavailable) as caught:
+        store.load(make_key("x"))
+    message = str(caught.value)
+    assert "s3cret-pass" not in message
+    assert "***" in message
+    assert f"table={table}" in message
+    assert "s3cret-pass" not in repr(store)
+    store.close()
+
+
+def test_async_store_reports_a_missing_table_too(database: Database) -> None:
+    async def main() -> None:
+        store = AsyncSQLStore(database.url, table=fresh_table())
+        with pytest.raises(StoreUnavailable, match="websession db init"):
+            await store.load(make_key("x"))
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_create_table_and_upgrade_are_idempotent(database: Database) -> None:
+    store = SQLStore(database.url, table=fresh_table())
+    database.created(store)
+    assert store.create_table() == SchemaChange(0, SCHEMA_VERSION)
+    assert store.create_table() == SchemaChange(SCHEMA_VERSION, SCHEMA_VERSION)
+    assert store.upgrade() == SchemaChange(SCHEMA_VERSION, SCHEMA_VERSION)
+    with database.admin.connect() as conn:
+        record = conn.execute(sa.select(store.metadata.tables[f"{store.table_name}_schema"])).all()
+    assert [(r.id, r.schema_version) for r in record] == [(1, SCHEMA_VERSION)]
+    store.close()
+
+
+def test_upgrade_runs_each_missing_migration_once(
+    postgres: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+
+    def add_column(conn: sa.Connection, schema: Any) -> None:
+        ran.append(2)
+        conn.execute(sa.text(f"ALTER TABLE {schema.sessions.name} ADD COLUMN note TEXT"))
+
+    store = postgres.store()
+    store.save(make_key("kept"), b"data", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    monkeypatch.setattr(sql_module, "MIGRATIONS", [*sql_module.MIGRATIONS, add_column])
+    monkeypatch.setattr(sql_module, "SCHEMA_VERSION", 2)
+    assert store.create_table() == SchemaChange(1, 1)  # init never alters an existing table
+    assert store.upgrade() == SchemaChange(1, 2)
+    assert store.upgrade() == SchemaChange(2, 2)
+    assert ran == [2]
+    entry = store.load(make_key("kept"))
+    assert entry is not None
+    assert entry.payload == b"data"
+
+
+def test_a_schema_newer_than_this_code_is_refused(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = database.store()
+    monkeypatch.setattr(sql_module, "SCHEMA_VERSION", 0)
+    with pytest.raises(StoreError, match="newer than this websession"):
+        store.upgrade()
+
+
+def test_a_table_made_without_a_record_counts_as_version_one(database: Database) -> None:
+    store = SQLStore(database.url, table=fresh_table())
+    database.created(store)
+    store.table.create(database.admin)  # e.g. by the user's own metadata.create_all()
+    assert store.upgrade() == SchemaChange(1, SCHEMA_VERSION)
+    assert store.upgrade() == SchemaChange(SCHEMA_VERSION, SCHEMA_VERSION)
+
+
+# -- websession db init / upgrade ------------------------------------------------------------------
+
+
+def test_db_init_and_upgrade_from_the_command_line(database: Database) -> None:
+    table = fresh_table()
+    url = with_query(database.url, table=table)
+    probe = SQLStore(url)
+    database.created(probe)
+    runner = CliRunner()
+
+    first = runner.invoke(db, ["init", "--store", url])
+    assert first.exit_code == 0, first.output
+    assert f"Created table {table}" in first.output
+    with database.admin.connect() as conn:
+        assert sa.inspect(conn).has_table(table)
+    again = runner.invoke(db, ["init", "--store", url])
+    assert again.exit_code == 0, again.output
+    assert "already exists" in again.output
+    upgrade = runner.invoke(db, ["upgrade", "--store", url])
+    assert upgrade.exit_code == 0, upgrade.output
+    assert f"Table {table} is up to date (schema version {SCHEMA_VERSION})" in upgrade.output
+    probe.save(make_key("cli"), b"x", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    assert probe.load(make_key("cli")) is not None
+    probe.close()
+
+
+def test_db_upgrade_creates_a_missing_table(database: Database) -> None:
+    table = fresh_table()
+    url = with_query(database.url, table=table)
+    database.created(SQLStore(url))
+    result = CliRunner().invoke(db, ["upgrade", "--store", url])
+    assert result.exit_code == 0, result.output
+    assert f"Created table {table}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("memory://", "not an SQL database URL"),
+        ("redis+cluster://127.0.0.1:7000", "not an SQL database URL"),
+        ("no-scheme", "is not a store URL"),
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/test?table=1bad", "not a plain SQL"),
+        ("postgresql+nosuchdriver://h/db", "bad store URL"),
+    ],
+)
+def test_db_commands_refuse_urls_they_cannot_use(url: str, message: str) -> None:
+    result = CliRunner().invoke(db, ["init", "--store", url])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: ")
+    assert message in lines[0]
+
+
+def test_db_init_on_an_unreachable_server_is_one_line_with_the_password_masked() -> None:
+    url = "postgresql+psycopg://user:hunter2-pw@127.0.0.1:1/db"
+    started = time.monotonic()
+    result = CliRunner().invoke(db, ["upgrade", "--store", url])
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: store postgresql+psycopg://user:***@127.0.0.1:1/db failed")
+    assert "hunter2-pw" not in result.output
+
+
+# -- delete_expired -------------------------------------------------------------------------------
+
+
+def test_delete_expired_works_in_bounded_batches(database: Database) -> None:
+    clock = FakeClock()
+    store = database.store(clock)
+    for i in range(7):
+        store.save(make_key(f"old-{i}"), b"x", expected_version=None, ttl=1, meta=meta(clock()))
+    store.save(make_key("live"), b"x", expected_version=None, ttl=TTL, meta=meta(clock()))
+    clock.advance(2)
+    assert [store.delete_expired(3) for _ in range(4)] == [3, 3, 1, 0]
+    assert store.load(make_key("live")) is not None
+
+
+def test_delete_expired_skips_rows_locked_by_another_transaction(postgres: Database) -> None:
+    clock = FakeClock()
+    store = postgres.store(clock)
+    keys = [make_key(f"locked-{i}") for i in range(6)]
+    for key in keys:
+        store.save(key, b"x", expected_version=None, ttl=1, meta=meta(clock()))
+    clock.advance(2)
+    locked = keys[:2]
+    table = store.table
+    with postgres.admin.connect() as other:
+        other.execute(
+            sa.select(table.c.session_key).where(table.c.session_key.in_(locked)).with_for_update()
+        )
+        # In a thread, so a DELETE that waited for the lock fails the test instead of hanging it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            removed = pool.submit(store.delete_expired, 100)
+            try:
+                assert removed.result(timeout=5) == 4  # the two locked rows are skipped
+            finally:
+                other.rollback()
+    assert store.delete_expired(100) == 2
+    with postgres.admin.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+# -- failures and recovery -------------------------------------------------------------------------
+
+
+def _check_unavailable(exc: StoreUnavailable, url: str) -> None:
+    assert mask_url(url) in str(exc)
+    assert "hunter2-pw" not in str(exc)
+    assert isinstance(exc.__cause__, sa.exc.DBAPIError)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://user:hunter2-pw@127.0.0.1:1/db",
+        "mysql+pymysql://user:hunter2-pw@127.0.0.1:1/db",
+    ],
+)
+def test_an_unreachable_server_is_unavailable(url: str) -> None:
+    store = SQLStore(url)
+    assert "hunter2-pw" not in repr(store)
+    for operation in (
+        lambda: store.load(make_key("x")),
+        lambda: store.save(make_key("x"), b"x", expected_version=None, ttl=TTL, meta=meta()),
+        lambda: store.touch(make_key("x"), TTL),
+        lambda: store.delete(make_key("x")),
+        lambda: store.delete_expired(),
+        lambda: list(store.entries()),
+    ):
+        with pytest.raises(StoreUnavailable) as caught:
+            operation()
+        _check_unavailable(caught.value, url)
+    store.close()
+
+
+def test_an_unreachable_server_is_unavailable_to_the_async_store() -> None:
+    url = "postgresql+psycopg://user:hunter2-pw@127.0.0.1:1/db"
+
+    async def main() -> None:
+        store = AsyncSQLStore(url)
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.load(make_key("x"))
+        _check_unavailable(caught.value, url)
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def _terminate(admin: sa.Engine, application_name: str) -> int:
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :name"
+            ),
+            {"name": application_name},
+        ).all()
+    return len(killed)
+
+
+@pytest.mark.parametrize("pre_ping", [True, False])
+def test_a_killed_postgresql_connection_recovers_without_restart(
+    postgres: Database, pre_ping: bool
+) -> None:
+    name = f"websession-test-{uuid.uuid4().hex[:8]}"
+    store = postgres.store(connect_args={"application_name": name}, pool_pre_ping=pre_ping)
+    key = make_key("survivor")
+    version = store.save(key, b"before", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    assert _terminate(postgres.admin, name) >= 1
+    # The next call reconnects (pre-ping) or fails once as unavailable; the one after works.
+    if not pre_ping:
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            store.load(key)
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"before", version)
+    version = store.save(key, b"after", expected_version=version, ttl=TTL, meta=meta(time.time()))
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"after", version)
+    store.close()
+
+
+def test_a_connection_killed_mid_save_leaves_no_corrupt_session(postgres: Database) -> None:
+    name = f"websession-test-{uuid.uuid4().hex[:8]}"
+    store = postgres.store(connect_args={"application_name": name})
+    key = make_key("mid-run")
+    store.save(key, json.dumps({"n": 0}).encode(), expected_version=None, ttl=TTL, meta=meta())
+    stop = threading.Event()
+    outcomes = {"saved": 0, "unavailable": 0, "conflict": 0}
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                entry = store.load(key)
+                assert entry is not None
+                data = json.loads(entry.payload)
+                data["n"] += 1
+                store.save(
+                    key, json.dumps(data).encode(), expected_version=entry.version, ttl=TTL,
+                    meta=meta(),
+                )  # fmt: skip
+                outcomes["saved"] += 1
+            except StoreUnavailable:
+                outcomes["unavailable"] += 1
+            except Conflict:
+                outcomes["conflict"] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        _terminate(postgres.admin, name)
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    entry = store.load(key)
+    assert entry is not None
+    data = json.loads(entry.payload)  # whole JSON: nothing half-written
+    # Every landed save bumped n by one and the version by one, in step.
+    assert data["n"] == entry.version - 1
+    assert data["n"] >= outcomes["saved"] - outcomes["unavailable"]
+    assert outcomes["saved"] > 0
+    store.close()
+
+
+# -- the engine you pass ---------------------------------------------------------------------------
+
+
+def test_a_users_engine_is_used_as_is_and_left_open(database: Database) -> None:
+    # Transactions, not autocommit: every operation must still be correct.
+    engine = sa.create_engine(database.url)
+    table = database.new_table()
+    clock = FakeClock()
+    store = SQLStore(engine, table=table, clock=clock)
+    assert store.engine is engine
+    key = make_key("users-engine")
+    v1 = store.save(key, b"1", expected_version=None, ttl=10, meta=meta(clock()))
+    with pytest.raises(Conflict):
+        store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(clock()))
+    v2 = store.save(key, b"2", expected_version=v1, ttl=10, meta=meta(clock()))
+    with pytest.raises(Conflict):
+        store.save(key, b"x", expected_version=v1, ttl=TTL, meta=meta(clock()))
+    clock.advance(11)
+    with pytest.raises(Gone):
+        store.save(key, b"x", expected_version=v2, ttl=TTL, meta=meta(clock()))
+    assert store.save(key, b"3", expected_version=None, ttl=TTL, meta=meta(clock())) == 1
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"3"
+    store.close()
+    with engine.connect() as conn:  # the pool still works: close() left it alone
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.table)).scalar() == 1
+    engine.dispose()
+
+
+def test_wrong_engines_and_options_are_refused() -> None:
+    sync_engine = sa.create_engine("sqlite+pysqlite://")
+    async_engine = create_async_engine("sqlite+aiosqlite://")
+    with pytest.raises(SessionConfigError, match="use AsyncSQLStore"):
+        SQLStore(async_engine)
+    with pytest.raises(SessionConfigError, match="use SQLStore"):
+        AsyncSQLStore(sync_engine)
+    with pytest.raises(SessionConfigError, match="set them on the engine"):
+        SQLStore(sync_engine, pool_size=3)
+    with pytest.raises(SessionConfigError, match="table="):
+        SQLStore(sync_engine, table="sessions; DROP TABLE users")
+    with pytest.raises(SessionConfigError, match="schema="):
+        SQLStore(sync_engine, schema="a.b")
+    with pytest.raises(SessionConfigError, match="connect_timeout"):
+        SQLStore("postgresql+psycopg://h/db", connect_timeout=0)
+    with pytest.raises(SessionConfigError, match="bad database URL"):
+        SQLStore("postgresql+psycopg://u:pw@h:notaport/db")
+    sync_engine.dispose()
+
+
+# -- URLs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://h/db", True),
+        ("postgresql://h/db", True),
+        ("mysql://h/db", True),
+        ("mariadb://h/db", True),
+        ("mysql+asyncmy://h/db", True),
+        ("sqlite+pysqlite:///x.db", True),
+        ("sqlite:///x.db", False),
+        ("redis+cluster://h", False),
+        ("redis://h", False),
+        ("memory://", False),
+        ("plain", False),
+    ],
+)
+def test_is_sql_url(url: str, expected: bool) -> None:
+    assert is_sql_url(url) is expected
+
+
+@pytest.mark.parametrize(
+    ("url", "sync", "asynchronous"),
+    [
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg://h/db", "postgresql+psycopg://h/db", "postgresql+psycopg://h/db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+        ("mysql://h/db", "mysql+pymysql://h/db", "mysql+asyncmy://h/db"),
+        ("mysql+pymysql://h/db", "mysql+pymysql://h/db", "mysql+asyncmy://h/db"),
+        ("mariadb+pymysql://h/db", "mariadb+pymysql://h/db", "mariadb+asyncmy://h/db"),
+        ("sqlite+pysqlite:///x.db", "sqlite+pysqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ],
+)
+def test_drivers_are_chosen_for_each_form(url: str, sync: str, asynchronous: str) -> None:
+    assert sync_url(url) == sync
+    assert async_url(url) == asynchronous
+
+
+def test_table_and_schema_can_come_from_the_url(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite+pysqlite:///{tmp_path / 's.db'}?table=my_sessions&schema=main")
+    assert (store.table_name, store.schema) == ("my_sessions", "main")
+    assert store.table.fullname == "main.my_sessions"
+    assert "table=my_sessions" in store.store_url
+    assert "table" not in store.engine.url.query
+    store.create_table()
+    store.save(make_key("s"), b"x", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    assert store.load(make_key("s")) is not None
+    store.close()
+
+
+def test_protocol_attributes_per_dialect(tmp_path: Path) -> None:
+    sqlite_store = SQLStore(f"sqlite+pysqlite:///{tmp_path / 's.db'}")
+    assert sqlite_store.inline is True  # a local file: cheaper than a thread hop
+    assert isinstance(sqlite_store, InspectableStore)
+    network = [SQLStore("postgresql+psycopg://h/db"), SQLStore("mysql+pymysql://h/db")]
+    assert [s.inline for s in network] == [False, False]
+    assert network[0].max_payload_size is None
+    assert network[1].max_payload_size == sql_module.MYSQL_MAX_PAYLOAD
+    assert SQLStore("mysql+pymysql://h/db", max_payload_size=1000).max_payload_size == 1000
+
+
+# -- no lost update through the WSGI middleware ----------------------------------------------------
+
+REQUESTS = 50
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    yield from open_database(request.param, tmp_path)
+
+
+def test_fifty_concurrent_wsgi_writers_lose_no_update(server_database: Database) -> None:
+    database = server_database
+    conflicts = 0
+    lock = threading.Lock()
+    inner = database.store()
+
+    class Counting(SQLStore):
+        def save(
+            self, key: str, payload: bytes, *, expected_version: int | None, ttl: float,
+            meta: Meta,
+        ) -> int:  # fmt: skip
+            nonlocal conflicts
+            try:
+                return super().save(
+                    key, payload, expected_version=expected_version, ttl=ttl, meta=meta
+                )
+            except Conflict:
+                with lock:
+                    conflicts += 1
+                raise
+
+    store = Counting(database.url, table=inner.table_name)
+
+    def view(session: Session, environ: dict[str, Any]) -> Any:
+        args = parse_qs(environ["QUERY_STRING"])
+        if "i" not in args:
+            session.setdefault("base", "kept")
+            return session.to_dict()
+        session.get("base")  # load now, so the requests overlap on one version
+        time.sleep(0.003)
+        session[f"k{args['i'][0]}"] = int(args["i"][0])
+        return None
+
+    app = WSGIMiddleware(wsgi_app(view), store=store)
+    _, headers, _ = call_wsgi(app, "/")
+    token = cookie_value(set_cookies(headers)[0])
+
+    def one(i: int) -> int:
+        status, _, _ = call_wsgi(app, f"/?i={i}", cookie=f"session={token}")
+        return status
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert list(pool.map(one, range(REQUESTS))) == [200] * REQUESTS
+    _, _, body = call_wsgi(app, "/", cookie=f"session={token}")
+    assert json.loads(body) == {"base": "kept", **{f"k{i}": i for i in range(REQUESTS)}}
+    assert conflicts > 0  # the replay path really ran
+    store.close()
+    inner.close()
+
+
+def test_entries_lists_live_sessions_newest_first(database: Database) -> None:
+    clock = FakeClock()
+    store = database.store(clock)
+    keys = [make_key(f"list-{i}") for i in range(3)]
+    for key in keys:
+        store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(clock(), user_id="a"))
+        clock.advance(1)
+    found = list(store.entries(user_id="a"))
+    assert [k for k, _ in found] == list(reversed(keys))
+    assert all(isinstance(e, Entry) and e.user_id == "a" for _, e in found)
+    assert [k for k, _ in store.entries(prefix=keys[1][:10])] == [keys[1]]
+
+
+def test_store_from_url_and_the_middlewares_build_the_sql_store(tmp_path: Path) -> None:
+    from websession import store_from_url
+    from websession.asgi import SessionMiddleware as ASGIMiddleware
+    from websession.stores import AsyncSQLStore as PublicAsync
+    from websession.stores import SQLStore as Public
+
+    url = f"sqlite+pysqlite:///{tmp_path / 's.db'}?table=from_url"
+    store = store_from_url(url)
+    assert type(store) is Public is SQLStore
+    assert store.table_name == "from_url"
+    async_store = store_from_url("mysql+pymysql://root@127.0.0.1/test", asynchronous=True)
+    assert type(async_store) is PublicAsync is AsyncSQLStore
+    assert async_store.engine.url.drivername == "mysql+asyncmy"
+    assert type(store_from_url("postgresql://u:pw@h/db")) is SQLStore
+    wsgi = WSGIMiddleware(wsgi_app(lambda s, e: None), store="postgresql+psycopg://h/db")
+    asgi = ASGIMiddleware(wsgi_app(lambda s, e: None), store="postgresql+psycopg://h/db")
+    assert type(wsgi.store) is SQLStore
+    assert type(asgi.store) is AsyncSQLStore
+    store.close()
