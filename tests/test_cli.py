@@ -465,5 +465,5 @@ def test_help_lists_every_command() -> None:
     result = run("--help")
     listing = result.stdout.split("Commands:")[1]
     commands = set(re.findall(r"^  (\w+)", listing, re.MULTILINE))
-    assert commands == {"demo", "gc", "keys", "ls", "revoke", "show", "stats"}
+    assert commands == {"db", "demo", "gc", "keys", "ls", "revoke", "show", "stats"}
     assert isinstance(make_cli(), click.Group)

@@ -107,19 +107,28 @@ class Driver:
             return self.open(token)
         session = Session()
         session._token = token
-        if token is not None:
-            flow = self.flow
-            key = flow.load_key(session)
-            if key is not None:
-                try:
-                    entry = await self.async_store.load(key)
-                except StoreUnavailable as exc:
-                    self._degrade(session, exc)
-                    return session
-                doomed = flow.loaded(session, key, entry)
-                if doomed is not None:
-                    await self.async_store.delete(doomed)
+        await self.aload(session)
         return session
+
+    async def aload(self, session: Session) -> None:
+        """Load ``session`` (its ``_token`` set) from an async store, now.
+
+        For glue code with its own Session subclass; :meth:`aopen` uses it.
+        """
+        if session._token is None:
+            return
+        flow = self.flow
+        key = flow.load_key(session)
+        if key is None:
+            return
+        try:
+            entry = await self.async_store.load(key)
+        except StoreUnavailable as exc:
+            self._degrade(session, exc)
+            return
+        doomed = flow.loaded(session, key, entry)
+        if doomed is not None:
+            await self.async_store.delete(doomed)
 
     def load(self, session: Session) -> None:
         """The lazy loader of inline sessions (runs on the first touch)."""

@@ -466,6 +466,10 @@ def make_cli() -> click.Group:
         grid.add_row("Oldest created", f"{format_time(oldest)} UTC" if oldest else "-")
         out.print(grid)
 
+    from .cli_db import db
+
+    cli.add_command(db)
+
     @cli.group()
     def keys() -> None:
         """Secret keys for signed and encrypted cookies."""

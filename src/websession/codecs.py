@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import math
 import os
 import uuid
@@ -79,6 +80,7 @@ _any_decoder = msgspec.json.Decoder()
 # tag -> (type, to_json, from_json) for types a user registers.
 _custom: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {}
 _custom_by_type: dict[type, str] = {}
+_warned_tags: set[str] = set()
 _BUILTIN_TAGS = frozenset({"t", "s", "fs", "b", "dt", "d", "tm", "td", "u", "dec", "o", "f"})
 
 
@@ -225,7 +227,16 @@ def _from_tag(tag: str, inner: Any) -> Any:
     custom = _custom.get(tag)
     if custom is not None:
         return custom[2](_untag(inner))
-    raise ValueError(f"unknown type tag {tag!r}")
+    # A type another app on the same session registered (shared sessions): keep
+    # the value as plain data rather than throw the whole session away.
+    if tag not in _warned_tags:
+        _warned_tags.add(tag)
+        logging.getLogger("websession").warning(
+            "session payload holds a value of unregistered type tag %r; it is read as plain "
+            "data. Register the type with websession.register_type() in this app too.",
+            tag,
+        )
+    return _untag(inner)
 
 
 def encode_value(key: str, value: Any) -> bytes:
@@ -455,3 +466,16 @@ class Encryptor:
             return bytes(key.decrypt(blob[4:16], blob[16:], blob[:4] + aad))
         except InvalidTag:
             raise DecodeError("encrypted token failed authentication") from None
+
+
+def _register_known_types() -> None:
+    # markupsafe.Markup (Flask, Jinja) is common enough in sessions that every app
+    # sharing one must read it the same way, whether or not it imported Flask.
+    try:
+        from markupsafe import Markup
+    except ImportError:
+        return
+    register_type(Markup, "markup", str, Markup)
+
+
+_register_known_types()

@@ -21,7 +21,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def to_seconds(value: object, name: str, *, allow_none: bool = False) -> float | None:
+def to_seconds(
+    value: object, name: str, *, allow_none: bool = False, allow_zero: bool = False
+) -> float | None:
     """Normalise a duration (seconds as int/float/str, or a timedelta) to float seconds."""
     if value is None:
         if allow_none:
@@ -47,8 +49,9 @@ def to_seconds(value: object, name: str, *, allow_none: bool = False) -> float |
         raise SessionConfigError(
             f"{name} must be a duration in seconds or a timedelta, not {type(value).__name__}"
         )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise SessionConfigError(f"{name} must be a positive, finite duration, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise SessionConfigError(f"{name} must be {kind}, finite duration, got {value!r}")
     return seconds
 
 
@@ -166,7 +169,12 @@ class SessionConfig:
             "absolute_timeout",
             to_seconds(self.absolute_timeout, "absolute_timeout", allow_none=True),
         )
-        set_(self, "touch_interval", to_seconds(self.touch_interval, "touch_interval"))
+        # 0 refreshes the expiry on every request that uses the session.
+        set_(
+            self,
+            "touch_interval",
+            to_seconds(self.touch_interval, "touch_interval", allow_zero=True),
+        )
         if self.transport not in ("cookie", "header"):
             raise SessionConfigError(f"transport={self.transport!r}: choose 'cookie' or 'header'")
         if not isinstance(self.header_name, str) or not _is_token(self.header_name):

@@ -325,7 +325,7 @@ class Session(MutableMapping[str, Any]):
         self._use()
         self._check_not_frozen("logout()")
         self._forget_record()
-        self._data = {}
+        self._data.clear()  # in place: integrations may share this dict with the framework
         self._flashes = []
         self._flashes_consumed = []
         self._flashes_added = []

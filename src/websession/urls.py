@@ -10,6 +10,7 @@ from .errors import SessionConfigError
 __all__ = ["mask_url", "store_from_url"]
 
 _TRUE = {"1", "true", "yes", "on"}
+_NOT_SQL = frozenset({"memory", "file", "cookie", "redis", "rediss", "memcached"})
 
 
 def mask_url(url: str) -> str:
@@ -29,8 +30,13 @@ def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> A
     (``?synchronous=full`` for full durability) and ``cookie://`` (signed;
     ``?encrypt=true`` for AES-GCM; keys from ``secret_keys=`` or the
     ``WEBSESSION_SECRET_KEY`` environment variable), ``redis://`` and
-    ``rediss://`` (TLS; ``?prefix=app:`` sets the key prefix). Extra keyword
-    arguments go to the store's constructor.
+    ``rediss://`` (TLS; ``?prefix=app:`` sets the key prefix),
+    ``redis+cluster://host:port[,host:port...]``,
+    ``redis+sentinel://host:port[,host:port]/service_name[/db]``,
+    ``memcached://host:port[,host:port...]``, and SQLAlchemy URLs
+    (``postgresql+psycopg://``, ``mysql+pymysql://``, ``sqlite+pysqlite://``...;
+    ``?table=`` and ``?schema=`` choose the table). Extra keyword arguments go
+    to the store's constructor.
     """
     if not isinstance(url, str) or "://" not in url:
         raise SessionConfigError(f"{url!r} is not a store URL such as 'sqlite:///sessions.db'")
@@ -65,12 +71,26 @@ def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> A
             options.setdefault("synchronous", query.pop("synchronous").upper())
         sqlite_store = SQLiteStore(path, **options)
         return AsyncSQLiteStore(sqlite_store) if asynchronous else sqlite_store
-    if scheme in ("redis", "rediss"):
-        # The whole URL goes to redis-py, which reads host, password, db and
-        # its own query options from it.
+    if scheme in ("redis", "rediss", "redis+cluster", "redis+sentinel"):
+        # The whole URL goes to the store: redis-py reads host, password, db
+        # and its own query options from a redis:// URL; the store reads the
+        # cluster and Sentinel forms (several hosts) itself.
         from .stores.redis import AsyncRedisStore, RedisStore
 
         return AsyncRedisStore(url, **options) if asynchronous else RedisStore(url, **options)
+    if scheme == "memcached":
+        from .stores.memcached import AsyncMemcachedStore, MemcachedStore
+
+        if asynchronous:
+            return AsyncMemcachedStore(url, **options)
+        return MemcachedStore(url, **options)
+    if scheme in ("postgres", "postgresql", "mysql", "mariadb") or (
+        "+" in scheme and scheme.split("+", 1)[0] not in _NOT_SQL
+    ):
+        # Checked here, not with stores.sql, so other URLs never import SQLAlchemy.
+        from .stores.sql import AsyncSQLStore, SQLStore
+
+        return AsyncSQLStore(url, **options) if asynchronous else SQLStore(url, **options)
     if scheme == "cookie":
         from .stores.cookie import CookieStore
 
@@ -79,5 +99,7 @@ def store_from_url(url: str, *, asynchronous: bool = False, **options: Any) -> A
         return CookieStore(**options)
     raise SessionConfigError(
         f"unknown store URL scheme {scheme!r} in {mask_url(url)!r}; "
-        "known: memory://, file://, sqlite://, redis://, rediss://, cookie://"
+        "known: memory://, file://, sqlite://, cookie://, redis://, rediss://, "
+        "redis+cluster://, redis+sentinel://, memcached://, and SQLAlchemy URLs such as "
+        "postgresql+psycopg:// or mysql+pymysql://"
     )

@@ -13,22 +13,28 @@ from .memory import AsyncMemoryStore, MemoryStore
 
 if TYPE_CHECKING:
     from .file import AsyncFileStore, FileStore
+    from .memcached import AsyncMemcachedStore, MemcachedStore
     from .redis import AsyncRedisStore, RedisStore
+    from .sql import AsyncSQLStore, SQLStore
     from .sqlite import AsyncSQLiteStore, SQLiteStore
 
 __all__ = [
     "AsyncFileStore",
+    "AsyncMemcachedStore",
     "AsyncMemoryStore",
     "AsyncRedisStore",
+    "AsyncSQLStore",
     "AsyncSQLiteStore",
     "AsyncStore",
     "CookieStore",
     "Entry",
     "FileStore",
     "InspectableStore",
+    "MemcachedStore",
     "MemoryStore",
     "Meta",
     "RedisStore",
+    "SQLStore",
     "SQLiteStore",
     "Store",
 ]
@@ -40,6 +46,10 @@ _LAZY = {
     "AsyncSQLiteStore": ".sqlite",
     "RedisStore": ".redis",
     "AsyncRedisStore": ".redis",
+    "MemcachedStore": ".memcached",
+    "AsyncMemcachedStore": ".memcached",
+    "SQLStore": ".sql",
+    "AsyncSQLStore": ".sql",
 }
 
 
