@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import AsyncStore, Entry, InspectableStore, Meta, Store
+from .base import AsyncStore, AsyncUserIndex, Entry, InspectableStore, Meta, Store, UserIndex
 from .cookie import CookieStore
 from .memory import AsyncMemoryStore, MemoryStore
 
@@ -26,6 +26,7 @@ __all__ = [
     "AsyncSQLStore",
     "AsyncSQLiteStore",
     "AsyncStore",
+    "AsyncUserIndex",
     "CookieStore",
     "Entry",
     "FileStore",
@@ -37,6 +38,7 @@ __all__ = [
     "SQLStore",
     "SQLiteStore",
     "Store",
+    "UserIndex",
 ]
 
 _LAZY = {

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Protocol, runtime_checkable
 
 from ..errors import SessionConfigError
 
 __all__ = [
     "AsyncStore",
+    "AsyncUserIndex",
     "Clock",
     "Entry",
     "InspectableStore",
     "Meta",
     "Store",
+    "UserIndex",
 ]
 
 Clock = Callable[[], float]
@@ -125,6 +127,37 @@ class InspectableStore(Protocol):
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
     ) -> Iterator[tuple[str, Entry]]:
         """Live entries whose key starts with ``prefix`` (and belong to ``user_id``)."""
+
+
+@runtime_checkable
+class UserIndex(Protocol):
+    """A store that keeps a per-user index of sessions ("your devices", "log out everywhere").
+
+    The index is maintained by ``save`` (from ``meta.user_id``) and ``delete``;
+    listing a user's sessions costs O(that user's sessions), never a scan of
+    all sessions, and expired sessions never appear (they leave the index on
+    read or by the store's own expiry).
+    """
+
+    def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id`` as ``(key, entry)``, most recently seen first."""
+
+    def revoke(self, key: str) -> bool:
+        """Delete one session and drop it from its user's index; False if it was not there."""
+
+    def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every session of ``user_id`` except the keys in ``keep``; return how many went."""
+
+
+@runtime_checkable
+class AsyncUserIndex(Protocol):
+    """The async form of :class:`UserIndex`: the same methods, awaited."""
+
+    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]: ...
+
+    async def revoke(self, key: str) -> bool: ...
+
+    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int: ...
 
 
 def check_limit(limit: int) -> int:
