@@ -88,6 +88,9 @@ class Driver:
         self.fixed_secure: bool | None = None if secure == "auto" else bool(secure)
 
         self.fail_open = config.on_store_error == "fail_open"
+        self.csrf_protect = config.csrf_protect
+        self.csrf_environ_key = "HTTP_" + config.csrf_header_name.upper().replace("-", "_")
+        self.csrf_header_key = config.csrf_header_name.lower().encode("latin-1")
         self.inline = self.async_store is None
 
     # -- the request cycle: what every framework glue does -------------------------

@@ -14,6 +14,7 @@ from typing import Any, Unpack
 from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
+from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
 from .session import Session
@@ -21,6 +22,12 @@ from .session import Session
 __all__ = ["SessionMiddleware"]
 
 log = logging.getLogger("websession")
+security_log = logging.getLogger("websession.security")
+FORBIDDEN = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", str(len(FORBIDDEN_BODY)).encode("ascii")),
+    (b"cache-control", b"no-store"),
+]
 UNAVAILABLE_BODY = b"503 Service Unavailable: the session store cannot be reached.\n"
 UNAVAILABLE_HEADERS = [
     (b"content-type", b"text/plain; charset=utf-8"),
@@ -48,6 +55,35 @@ def _header(scope: Scope, name: bytes) -> str | None:
                 # HTTP/2 may split cookies over several headers.
                 found = f"{found}; {value.decode('latin-1')}"
     return found
+
+
+async def _buffer_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """Read the request body (up to MAX_FORM_BYTES) and a ``receive`` that replays it.
+
+    None when the body is larger than the limit (the token must then come in
+    the header); the app still gets every byte that was read.
+    """
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > MAX_FORM_BYTES or not message.get("more_body", False):
+            break
+    body: bytes | None = None
+    if size <= MAX_FORM_BYTES and messages[-1]["type"] == "http.request":
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return body, replay
 
 
 class SessionMiddleware:
@@ -126,6 +162,26 @@ class SessionMiddleware:
                 await self._unavailable(send)
                 return
         scope[self.scope_key] = session
+        if (
+            kind == "http"
+            and driver.csrf_protect
+            and scope.get("method", "GET") not in SAFE_METHODS
+        ):
+            try:
+                allowed, receive = await self._csrf_ok(session, scope, receive)
+            except StoreUnavailable as exc:
+                log.error("session store unavailable, answering 503: %s", exc)
+                await self._unavailable(send)
+                return
+            if not allowed:
+                security_log.warning(
+                    "CSRF check failed: %s %s refused with 403",
+                    scope.get("method"),
+                    scope.get("path", "/"),
+                )
+                await send({"type": "http.response.start", "status": 403, "headers": FORBIDDEN})
+                await send({"type": "http.response.body", "body": FORBIDDEN_BODY})
+                return
         failed = started = False
 
         async def send_with_session(message: Message) -> None:
@@ -167,6 +223,17 @@ class SessionMiddleware:
             # Changes made after the handshake still reach the store; only a new
             # token could not reach the browser any more.
             await self._commit(session, scope, 200, [])
+
+    async def _csrf_ok(
+        self, session: Session, scope: Scope, receive: Receive
+    ) -> tuple[bool, Receive]:
+        driver = self._driver
+        token = _header(scope, driver.csrf_header_key)
+        if not token and is_form(_header(scope, b"content-type")):
+            body, receive = await _buffer_body(receive)
+            if body is not None:
+                token = form_token(body, driver.config.csrf_field_name)
+        return session.check_csrf(token), receive
 
     @staticmethod
     async def _unavailable(send: Send) -> None:

@@ -107,6 +107,12 @@ class SessionConfig:
     #: When the store fails: "raise" (the middlewares answer 503) or "fail_open"
     #: (an empty, unsaved session for the request and an error in the log).
     on_store_error: Literal["raise", "fail_open"] = "raise"
+    #: Refuse unsafe requests (POST, PUT, PATCH, DELETE...) whose CSRF token, from
+    #: ``csrf_header_name`` or the form field ``csrf_field_name``, is not the
+    #: session's, with a 403 before the app runs.
+    csrf_protect: bool = False
+    csrf_header_name: str = "X-CSRF-Token"
+    csrf_field_name: str = "csrf_token"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -201,6 +207,13 @@ class SessionConfig:
             raise SessionConfigError(
                 f"store={self.store!r} is not a store URL such as 'sqlite:///sessions.db'"
             )
+        set_(self, "csrf_protect", _to_bool(self.csrf_protect, "csrf_protect"))
+        if not isinstance(self.csrf_header_name, str) or not _is_token(self.csrf_header_name):
+            raise SessionConfigError(
+                f"csrf_header_name={self.csrf_header_name!r} is not a header name"
+            )
+        if not isinstance(self.csrf_field_name, str) or not self.csrf_field_name:
+            raise SessionConfigError(f"csrf_field_name={self.csrf_field_name!r} must be a name")
         if self.on_store_error not in ("raise", "fail_open"):
             raise SessionConfigError(
                 f"on_store_error={self.on_store_error!r}: choose 'raise' or 'fail_open'"
@@ -303,6 +316,9 @@ class SessionFields(TypedDict, total=False):
     max_payload_bytes: int
     conflict_retries: int
     on_store_error: Literal["raise", "fail_open"]
+    csrf_protect: bool
+    csrf_header_name: str
+    csrf_field_name: str
 
 
 def _from_text(key: str, value: str) -> Any:

@@ -6,6 +6,7 @@ before the status line leaves, so nothing is written for a 5xx response.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -14,6 +15,7 @@ from typing import Any, Unpack
 from ._driver import Driver, add_vary
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
+from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
 from .session import Session
@@ -30,6 +32,12 @@ UNAVAILABLE_HEADERS = (
     ("Cache-Control", "no-store"),
 )
 log = logging.getLogger("websession")
+security_log = logging.getLogger("websession.security")
+FORBIDDEN_HEADERS = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(FORBIDDEN_BODY))),
+    ("Cache-Control", "no-store"),
+)
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Any]
@@ -92,6 +100,21 @@ class SessionMiddleware:
         session = Session(loader=self._load)
         session._token = token
         environ[self.environ_key] = session
+        if driver.csrf_protect and environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS:
+            try:
+                allowed = self._csrf_ok(session, environ)
+            except StoreUnavailable as exc:
+                log.error("session store unavailable, answering 503: %s", exc)
+                start_response(UNAVAILABLE_STATUS, list(UNAVAILABLE_HEADERS))
+                return [UNAVAILABLE_BODY]
+            if not allowed:
+                security_log.warning(
+                    "CSRF check failed: %s %s refused with 403",
+                    environ.get("REQUEST_METHOD"),
+                    environ.get("PATH_INFO", "/"),
+                )
+                start_response("403 Forbidden", list(FORBIDDEN_HEADERS))
+                return [FORBIDDEN_BODY]
 
         failed: list[StoreUnavailable] = []
         started: list[bool] = []
@@ -128,6 +151,21 @@ class SessionMiddleware:
             # A generator app calls start_response with its first chunk.
             return _Guard(result, failed)
         return result
+
+    def _csrf_ok(self, session: Session, environ: dict[str, Any]) -> bool:
+        driver = self._driver
+        token = environ.get(driver.csrf_environ_key)
+        if not token and is_form(environ.get("CONTENT_TYPE")):
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if 0 < length <= MAX_FORM_BYTES:
+                body = environ["wsgi.input"].read(length)
+                # The app still reads the whole form: hand it the bytes we took.
+                environ["wsgi.input"] = io.BytesIO(body)
+                token = form_token(body, driver.config.csrf_field_name)
+        return session.check_csrf(token)
 
     def _commit(
         self,
