@@ -19,6 +19,14 @@ from .urls import store_from_url
 
 DEFAULT_STORE_URL = "sqlite:///websession.db"
 log = logging.getLogger("websession")
+security_log = logging.getLogger("websession.security")
+
+
+def is_public(cache_control: str | None) -> bool:
+    """True when a Cache-Control value lets shared caches store the response."""
+    if not cache_control:
+        return False
+    return any(part.strip().lower() == "public" for part in cache_control.split(","))
 
 
 class Driver:
@@ -154,9 +162,21 @@ class Driver:
         status: int,
         ip: str | None = None,
         user_agent: str | None = None,
+        *,
+        public: bool = False,
     ) -> Outcome:
-        """Commit an inline session; what the response must carry."""
+        """Commit an inline session; what the response must carry.
+
+        ``public``: the response is marked ``Cache-Control: public``, so a shared
+        cache could hand its Set-Cookie to other visitors: no cookie is sent, and
+        changes that need one (a new or rotated id, a cookie-store session) are
+        dropped with a warning.
+        """
+        if public and self._needs_cookie(session, status):
+            return NOTHING
         outcome = self._commit_inline(session, status, ip, user_agent)
+        if public:
+            outcome = self._withhold(outcome)
         if session._events is not None and status < 500 and not session._degraded:
             for event, pending in self._report(session):
                 # Only an ASGI glue can await; a sync one refused async hooks upfront.
@@ -185,8 +205,12 @@ class Driver:
         status: int,
         ip: str | None = None,
         user_agent: str | None = None,
+        *,
+        public: bool = False,
     ) -> Outcome:
-        """Commit a session (awaiting an async store), then run the hooks."""
+        """Commit a session (awaiting an async store), then run the hooks (see :meth:`close`)."""
+        if public and self._needs_cookie(session, status):
+            return NOTHING
         if self.inline:
             outcome = self._commit_inline(session, status, ip, user_agent)
         else:
@@ -204,10 +228,35 @@ class Driver:
                         raise
                     log.error("session not saved (failing open): %s", exc)
                     return NOTHING
+        if public:
+            outcome = self._withhold(outcome)
         if session._events is not None and status < 500 and not session._degraded:
             for event, pending in self._report(session):
                 await settle(pending, event)
         return outcome
+
+    def _needs_cookie(self, session: Session, status: int) -> bool:
+        """True (and a warning) when a public response would have to carry a new cookie."""
+        if self.flow.settled(session, status) is not None:
+            return False
+        needs = (
+            self.flow._client is not None
+            or session._rotate
+            or (session._entry is None and not session._is_empty())
+        )
+        if needs:
+            security_log.warning(
+                "session changes dropped: the response is Cache-Control: public, and a "
+                "shared cache would hand its session cookie to other visitors"
+            )
+        return needs
+
+    @staticmethod
+    def _withhold(outcome: Outcome) -> Outcome:
+        if outcome.token is None and not outcome.clear:
+            return outcome
+        security_log.warning("Set-Cookie withheld from a Cache-Control: public response")
+        return NOTHING
 
     def _report(self, session: Session) -> list[tuple[SessionEvent, Any]]:
         """Hand this request's lifecycle events to the hooks; returns pending async ones."""

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
-from ._driver import Driver, add_vary
+from ._driver import Driver, add_vary, is_public
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
@@ -251,6 +251,9 @@ class SessionMiddleware:
             status,
             driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
             _header(scope, b"user-agent"),
+            public=any(
+                k.lower() == b"cache-control" and is_public(v.decode("latin-1")) for k, v in headers
+            ),
         )
         self._vary(headers)
         if outcome.token is not None or outcome.clear:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Unpack
 
-from ._driver import Driver, add_vary
+from ._driver import Driver, add_vary, is_public
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
@@ -185,6 +185,7 @@ class SessionMiddleware:
             code,
             driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
             environ.get("HTTP_USER_AGENT"),
+            public=any(k.lower() == "cache-control" and is_public(v) for k, v in headers),
         )
         add_vary(headers, "Cookie" if driver.cookie_transport else driver.header_name)
         if outcome.token is not None or outcome.clear:
