@@ -71,6 +71,10 @@ class Payload(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     x: float | None = None
     #: True when set_expiry(None) asked for a browser-session cookie.
     b: bool = False
+    #: When the current id was issued (epoch seconds), for renew_interval.
+    i: float | None = None
+    #: True on a record whose id was renewed: readable for a short grace, never saved.
+    r: bool = False
 
 
 _encoder = msgspec.json.Encoder()
@@ -294,9 +298,7 @@ def encode_payload(payload: Payload, dirty: Iterable[str] | None = None) -> byte
                 flashes[i] = (category, tagged)
         if data is payload.d and flashes is payload.f:
             return _encoder.encode(payload)
-        return _encoder.encode(
-            Payload(v=payload.v, d=data, f=flashes, c=payload.c, x=payload.x, b=payload.b)
-        )
+        return _encoder.encode(msgspec.structs.replace(payload, d=data, f=flashes))
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError, RecursionError):
         for key, value in payload.d.items():
             encode_value(key, value)

@@ -93,6 +93,10 @@ class SessionConfig:
     absolute_timeout: Duration | None = timedelta(hours=12)
     #: How often activity alone (no data change) refreshes the expiry. Throttles writes.
     touch_interval: Duration = 60
+    #: Give the session a new id this often (OWASP's renewal timeout); None: never.
+    #: The old id stays readable, never writable, for a minute so requests already
+    #: in flight do not log the user out.
+    renew_interval: Duration | None = None
     #: "cookie", or "header" for APIs (the token travels in ``header_name``).
     transport: Literal["cookie", "header"] = "cookie"
     header_name: str = "X-Session-Token"
@@ -175,6 +179,11 @@ class SessionConfig:
             "absolute_timeout",
             to_seconds(self.absolute_timeout, "absolute_timeout", allow_none=True),
         )
+        set_(
+            self,
+            "renew_interval",
+            to_seconds(self.renew_interval, "renew_interval", allow_none=True),
+        )
         # 0 refreshes the expiry on every request that uses the session.
         set_(
             self,
@@ -233,6 +242,10 @@ class SessionConfig:
     @property
     def absolute_seconds(self) -> float | None:
         return self.absolute_timeout  # type: ignore[return-value]
+
+    @property
+    def renew_seconds(self) -> float | None:
+        return self.renew_interval  # type: ignore[return-value]
 
     @property
     def touch_seconds(self) -> float:
@@ -310,6 +323,7 @@ class SessionFields(TypedDict, total=False):
     idle_timeout: Duration
     absolute_timeout: Duration | None
     touch_interval: Duration
+    renew_interval: Duration | None
     transport: Literal["cookie", "header"]
     header_name: str
     trusted_proxies: tuple[str, ...] | list[str] | str

@@ -14,6 +14,8 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .codecs import DecodeError, Payload, decode_payload, encode_payload, encode_value
 from .config import SessionConfig
 from .errors import Conflict, Gone, PayloadTooLarge, SessionError
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 security_log = logging.getLogger("websession.security")
+#: How long a renewed id stays readable, in seconds.
+RENEW_GRACE = 60.0
 log = logging.getLogger("websession")
 
 
@@ -175,7 +179,17 @@ async def run_async(gen: FlowGen, store: AsyncStore | None) -> Any:
 class Flow:
     """Decides, for one middleware, what each request does with its session."""
 
-    __slots__ = ("_absolute", "_client", "_idle", "_limit", "_retries", "_touch", "clock", "config")
+    __slots__ = (
+        "_absolute",
+        "_client",
+        "_idle",
+        "_limit",
+        "_renew",
+        "_retries",
+        "_touch",
+        "clock",
+        "config",
+    )
 
     def __init__(
         self,
@@ -191,6 +205,8 @@ class Flow:
         self._idle = config.idle_seconds
         self._absolute = config.absolute_seconds
         self._touch = config.touch_seconds
+        # Renewal needs server-side ids; a cookie session has none to renew.
+        self._renew = config.renew_seconds if client_store is None else None
         self._retries = config.conflict_retries
         limit = config.max_payload_bytes
         if payload_limit is not None:
@@ -262,7 +278,11 @@ class Flow:
         """
         if not session.accessed or status >= 500 or session._degraded:
             return NOTHING
-        if session._rotate or session._destroyed_keys:
+        if session._destroyed_keys:
+            return None
+        if session._retired:
+            return NOTHING  # an id that was renewed: readable for its grace, never saved
+        if session._rotate:
             return None
         entry = session._entry
         if entry is None:
@@ -270,6 +290,8 @@ class Flow:
                 return CLEAR if session._stale else NOTHING
             return None
         now = self.clock()
+        if self._renewal_due(session, now):
+            return None
         if now - entry.last_seen >= self._touch or session._changed():
             return None
         if self._absolute is not None and now >= entry.created + self._absolute:
@@ -299,6 +321,8 @@ class Flow:
         for old_key in session._destroyed_keys:
             yield Delete(old_key)
         entry = session._entry
+        if session._retired and entry is not None:
+            return NOTHING
         if session._is_empty():
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
@@ -317,20 +341,27 @@ class Flow:
             return CLEAR
         max_age = None if session._browser_session else int(ttl)
 
-        if entry is None or session._rotate:
+        renewing = entry is not None and not session._rotate and self._renewal_due(session, now)
+        if entry is None or session._rotate or renewing:
             if entry is not None:
                 # Revoked or logged out elsewhere since we loaded it? Then its data
                 # must not live on under a new id.
                 alive = yield Touch(session._key, ttl)  # type: ignore[arg-type]
                 if not alive:
                     return CLEAR
+            issued_before = session._issued
+            session._issued = now
             payload = self._encode(session)
             token = new_id()
             key = hash_id(token)
             meta = Meta(created, now, session._user_id, ip, user_agent)
             version = yield Save(key, payload, None, ttl, meta)
             if entry is not None:
-                yield Delete(session._key)  # type: ignore[arg-type]
+                old_key = session._key or ""
+                if renewing:
+                    yield from self._retire(session, entry, old_key, issued_before, ttl, now)
+                else:
+                    yield Delete(old_key)
                 session._event("rotate", key, session._key, session._user_id)
             else:
                 session._event("create", key, None, session._user_id)
@@ -353,6 +384,9 @@ class Flow:
                     fresh: Entry | None = yield Load(key)
                     if fresh is None or self._expired(fresh, now):
                         return CLEAR
+                    if _is_retired(fresh):
+                        # Renewed by another request meanwhile: this old id is read-only now.
+                        return NOTHING
                     payload = self._replay(session, fresh)
                     base_version = fresh.version
                     entry = fresh
@@ -411,6 +445,39 @@ class Flow:
             )
         return Outcome(token, None if session._browser_session else int(ttl))
 
+    def _renewal_due(self, session: Session, now: float) -> bool:
+        renew = self._renew
+        if renew is None:
+            return False
+        issued = session._issued
+        if issued is None:  # written before renewal was configured: count from creation
+            entry = session._entry
+            issued = entry.created if entry is not None else now
+        return now - issued >= renew
+
+    def _retire(
+        self,
+        session: Session,
+        entry: Entry,
+        old_key: str,
+        issued: float | None,
+        ttl: float,
+        now: float,
+    ) -> FlowGen:
+        """Keep a renewed id readable (never writable) for RENEW_GRACE seconds.
+
+        Requests already in flight with the old id would otherwise find it gone
+        and log the user out; they now read the data and leave everything as is.
+        """
+        retired = msgspec.structs.replace(
+            decode_payload(self._encode(session, check_limit=False)), i=issued, r=True
+        )
+        meta = Meta(entry.created, now, entry.user_id, entry.ip, entry.user_agent)
+        try:
+            yield Save(old_key, encode_payload(retired), entry.version, min(RENEW_GRACE, ttl), meta)
+        except (Conflict, Gone):
+            yield Delete(old_key)
+
     def _ttl(self, session: Session, created: float, now: float) -> float:
         ttl = session._expiry if session._expiry is not None else self._idle
         if self._absolute is not None:
@@ -425,6 +492,7 @@ class Flow:
                 c=session._csrf,
                 x=session._expiry,
                 b=session._browser_session,
+                i=session._issued,
             ),
             session._dirty_keys(),
         )
@@ -468,11 +536,18 @@ class Flow:
         expiry, browser = theirs.x, theirs.b
         if (session._expiry, session._browser_session) != (base.x, base.b):
             expiry, browser = session._expiry, session._browser_session
-        merged = Payload(d=data, f=flashes, c=csrf, x=expiry, b=browser)
+        merged = Payload(d=data, f=flashes, c=csrf, x=expiry, b=browser, i=session._issued)
         encoded = encode_payload(merged)
         if len(encoded) > self._limit:
             raise PayloadTooLarge(len(encoded), self._limit, "this store", _largest(session))
         return encoded
+
+
+def _is_retired(entry: Entry) -> bool:
+    try:
+        return decode_payload(entry.payload).r
+    except DecodeError:
+        return False
 
 
 def _rebase(

@@ -66,12 +66,14 @@ class Session(MutableMapping[str, Any]):
         "_flashes_added",
         "_flashes_consumed",
         "_frozen",
+        "_issued",
         "_key",
         "_loaded",
         "_loaded_payload",
         "_loader",
         "_log",
         "_login",
+        "_retired",
         "_rotate",
         "_snapshots",
         "_stale",
@@ -112,6 +114,8 @@ class Session(MutableMapping[str, Any]):
         self._browser_session = False
         self._rotate = False
         self._login = False
+        self._issued: float | None = None
+        self._retired = False
         self._destroyed_keys: list[str] = []
         self._frozen = False
         self._degraded = False
@@ -147,6 +151,8 @@ class Session(MutableMapping[str, Any]):
         self._csrf = payload.c
         self._expiry = payload.x
         self._browser_session = payload.b
+        self._issued = payload.i
+        self._retired = payload.r
         self._user_id = entry.user_id
         # A payload without type tags decodes to plain JSON values only, which the
         # commit's encode need not walk again unless they were set or handed out.
