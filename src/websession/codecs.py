@@ -363,48 +363,63 @@ def b64_decode(data: bytes) -> bytes:
 
 
 class Signer:
-    """HMAC-SHA256 signing with key rotation: ``base64(data) "." base64(mac)``.
+    """HMAC-SHA256 signing with a keyring: ``base64(data) "." key_id "." base64(mac)``.
 
     ``secrets`` is a list, newest first: the first signs, every one verifies,
-    so a new key can be rolled out before the old one is dropped. Keys are
-    derived once, by :class:`itsdangerous.Signer` (its salted derivation), and
-    the keyed HMAC state is kept, so a request pays for one HMAC only. The MAC
-    covers the base64 text, so nothing is decoded before it is verified.
+    so a new key can be rolled out before the old one is dropped. Each token
+    names its key (8 hex digits derived from the key, never the key), so
+    verification picks the key at once; a removed key's tokens no longer
+    verify. Keys are derived once, by :class:`itsdangerous.Signer` (its salted
+    derivation), and the keyed HMAC state is kept, so a request pays for one
+    HMAC. The MAC covers the base64 text and the key id, so nothing is decoded
+    before it is verified.
     """
 
-    __slots__ = ("_macs",)
+    __slots__ = ("_current", "_current_id", "_macs")
 
     def __init__(self, secrets: str | bytes | Sequence[str | bytes], *, salt: str = "websession"):
         keys = _as_list(secrets, "secret key")
         deriver = itsdangerous.Signer(keys, salt=salt, digest_method=hashlib.sha256, sep=".")
-        self._macs = [hmac.new(deriver.derive_key(key), digestmod=hashlib.sha256) for key in keys]
+        self._macs: dict[bytes, Any] = {}
+        order: list[bytes] = []
+        for key in keys:
+            derived = deriver.derive_key(key)
+            key_id = hashlib.sha256(b"websession-signing-kid:" + derived).hexdigest()[:8].encode()
+            self._macs.setdefault(key_id, hmac.new(derived, digestmod=hashlib.sha256))
+            order.append(key_id)
+        self._current_id = order[0]
+        self._current = self._macs[order[0]]
 
     def __repr__(self) -> str:
         return "Signer(<secrets hidden>)"
 
-    def _mac(self, index: int, value: bytes) -> bytes:
-        mac = self._macs[index].copy()
-        mac.update(value)
-        return mac.digest()
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of the keys in the ring, newest first (safe to log)."""
+        return [k.decode() for k in self._macs]
 
     def sign(self, data: bytes) -> bytes:
-        value = b64_encode(data)
-        signature = b64_encode(self._mac(0, value))
-        return value + b"." + signature
+        signed = b64_encode(data) + b"." + self._current_id
+        mac = self._current.copy()
+        mac.update(signed)
+        return signed + b"." + b64_encode(mac.digest())
 
     def unsign(self, token: bytes) -> bytes:
-        value, sep, signature = token.rpartition(b".")
-        if not sep:
-            raise DecodeError("bad signature: no separator")
+        signed, sep, signature = token.rpartition(b".")
+        value, sep2, key_id = signed.rpartition(b".")
+        if not sep or not sep2:
+            raise DecodeError("bad signature: not a signed token")
+        keyed = self._macs.get(key_id)
+        if keyed is None:
+            raise DecodeError("bad signature: unknown or retired key")
         try:
             expected = b64_decode(signature)
         except (binascii.Error, ValueError):
             raise DecodeError("bad signature: not base64") from None
-        for index in range(len(self._macs)):
-            if hmac.compare_digest(self._mac(index, value), expected):
-                break
-        else:
-            raise DecodeError("bad signature: no key matches")
+        mac = keyed.copy()
+        mac.update(signed)
+        if not hmac.compare_digest(mac.digest(), expected):
+            raise DecodeError("bad signature: MAC mismatch")
         try:
             return b64_decode(value)
         except (binascii.Error, ValueError):

@@ -251,6 +251,15 @@ class _AppState:
             session._browser_session = True
 
 
+def _looks_like_flask(token: str) -> bool:
+    """Flask's cookie is ``payload.timestamp.signature``; ours names an 8-hex-digit key id."""
+    parts = token.split(".")
+    if len(parts) < 3:
+        return False
+    middle = parts[-2]
+    return not (len(middle) == 8 and all(c in "0123456789abcdef" for c in middle))
+
+
 class SessionInterface(_FlaskSessionInterface):
     """websession sessions for Flask: ``app.session_interface = SessionInterface(...)``.
 
@@ -328,7 +337,7 @@ class SessionInterface(_FlaskSessionInterface):
             token = environ.get(state.header_key) or None
         session = FlaskSession(state, environ)
         session._token = token
-        if token is not None and state.legacy is not None and token.count(".") >= 2:
+        if token is not None and state.legacy is not None and _looks_like_flask(token):
             self._carry_legacy(session, state, token)
         return session
 
