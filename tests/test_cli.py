@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs
 
 import click
@@ -322,6 +322,110 @@ def test_revoke_usage_errors(store: SQLiteStore, args: list[str], phrase: str) -
     assert len(list(store.entries())) == 1
 
 
+# -- the per-user index ------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes listing all sessions fail, except to resolve a handle (a key-prefix lookup)."""
+    entries = SQLiteStore.entries
+
+    def only_by_prefix(self: SQLiteStore, *, prefix: str = "", **options: Any) -> Any:
+        if not prefix or options.get("user_id") is not None:
+            raise AssertionError("the CLI scanned every session instead of the user's index")
+        return entries(self, prefix=prefix, **options)
+
+    monkeypatch.setattr(SQLiteStore, "entries", only_by_prefix)
+
+
+def test_ls_user_reads_the_users_index_only(store_url: str, no_scan: None) -> None:
+    laptop = Browser(store_url, "alice", agent="Firefox/128 (laptop)")
+    phone = Browser(store_url, "alice", agent="Safari/17 (phone)")
+    Browser(store_url, "bob")
+    result = run("ls", "--user", "alice", "--store", store_url)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "Handle", "User", "Created", "(UTC)", "Last", "seen", "(UTC)", "Expires", "(UTC)",
+        "IP", "User", "agent",
+    ]  # fmt: skip
+    assert lines[1].startswith(phone.handle)  # most recently seen first
+    assert "Safari/17 (phone)" in lines[1]
+    assert lines[2].startswith(laptop.handle)
+    assert "Firefox/128 (laptop)" in lines[2]
+    assert lines[3] == "2 sessions"
+    for browser in (laptop, phone):
+        assert browser.session_id not in result.stdout
+        assert browser.key not in result.stdout  # the handle only, never the whole hash
+    limited = run("ls", "--user", "alice", "--limit", "1", "--store", store_url).stdout
+    assert phone.handle in limited
+    assert laptop.handle not in limited
+
+
+def test_revoke_user_keep_uses_the_index(store_url: str, no_scan: None) -> None:
+    alices = [Browser(store_url, "alice") for _ in range(3)]
+    result = run("revoke", "--user", "alice", "--keep", alices[0].handle, "--store", store_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        f"Revoked 2 sessions of user 'alice', kept {alices[0].handle}."
+    )
+    listed = run("ls", "--user", "alice", "--store", store_url).stdout
+    assert alices[0].handle in listed
+    assert "1 session" in listed
+
+
+def test_revoke_by_handle_uses_the_store_revoke(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = Browser(store_url, "alice")
+    revoked: list[str] = []
+    revoke = SQLiteStore.revoke
+
+    def recording(self: SQLiteStore, key: str) -> bool:
+        revoked.append(key)
+        return revoke(self, key)
+
+    monkeypatch.setattr(SQLiteStore, "revoke", recording)
+    result = run("revoke", browser.handle, "--store", store_url)
+    assert result.stdout.strip() == f"Revoked 1 session ({browser.handle})."
+    assert revoked == [browser.key]
+    assert run("ls", "--user", "alice", "--store", store_url).stdout.startswith("No live")
+
+
+def test_stores_without_the_index_fall_back_to_listing(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A protocol no store implements stands for a store without the index (removing the
+    # methods would not do: isinstance() caches what it learnt about a class).
+    @runtime_checkable
+    class NoStoreHasThis(Protocol):
+        def no_store_has_this(self) -> None: ...
+
+    monkeypatch.setattr("websession.cli.UserIndex", NoStoreHasThis)
+    monkeypatch.setattr(SQLiteStore, "revoke_user", None)
+    alices = [Browser(store_url, "alice") for _ in range(2)]
+    Browser(store_url, "bob")
+    listed = run("ls", "--user", "alice", "--store", store_url).stdout
+    assert all(a.handle in listed for a in alices)
+    assert "2 sessions" in listed
+    result = run("revoke", "--user", "alice", "--keep", alices[1].handle, "--store", store_url)
+    assert result.stdout.strip() == f"Revoked 1 session of user 'alice', kept {alices[1].handle}."
+    assert run("revoke", alices[1].handle, "--store", store_url).exit_code == 0
+    assert run("ls", "--user", "alice", "--store", store_url).stdout.startswith("No live")
+
+
+def test_revoke_user_errors_stay_one_line(store_url: str) -> None:
+    Browser(store_url, "alice")
+    assert_user_error(
+        run("revoke", "--user", "nobody", "--keep", "abc", "--store", store_url),
+        "no live session of user 'nobody'",
+    )
+    assert_user_error(
+        run("revoke", "--user", "alice", "--keep", "xyz", "--store", store_url),
+        "not a session handle",
+    )
+
+
 # -- gc ------------------------------------------------------------------------------------
 
 
@@ -465,5 +569,5 @@ def test_help_lists_every_command() -> None:
     result = run("--help")
     listing = result.stdout.split("Commands:")[1]
     commands = set(re.findall(r"^  (\w+)", listing, re.MULTILINE))
-    assert commands == {"db", "demo", "gc", "keys", "ls", "revoke", "show", "stats"}
+    assert commands == {"db", "demo", "gc", "keys", "ls", "migrate", "revoke", "show", "stats"}
     assert isinstance(make_cli(), click.Group)

@@ -115,6 +115,14 @@ urlpatterns = [
 # -- helpers ---------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _this_modules_urls() -> Iterator[None]:
+    # Django settings are per process and another module may have configured them
+    # first: the views these tests call live here.
+    with override_settings(ROOT_URLCONF=__name__):
+        yield
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     """A fresh SQLite store in tmp_path, installed as WEBSESSION_STORE for the test."""

@@ -130,16 +130,27 @@ class Driver:
             return
         flow = self.flow
         key = flow.load_key(session)
-        if key is None:
-            return
-        try:
-            entry = await self.async_store.load(key)
-        except StoreUnavailable as exc:
-            self._degrade(session, exc)
-            return
-        doomed = flow.loaded(session, key, entry)
-        if doomed is not None:
-            await self.async_store.delete(doomed)
+        if key is not None:
+            try:
+                entry = await self.async_store.load(key)
+            except StoreUnavailable as exc:
+                self._degrade(session, exc)
+                return
+            doomed = flow.loaded(session, key, entry)
+            if doomed is not None:
+                await self.async_store.delete(doomed)
+        if flow.legacy_until is not None:
+            old = flow.legacy_key(session)
+            if old is None:
+                return
+            try:
+                entry = await self.async_store.load(old)
+            except StoreUnavailable as exc:
+                self._degrade(session, exc)
+                return
+            doomed = flow.adopt_legacy(session, old, entry)
+            if doomed is not None:
+                await self.async_store.delete(doomed)
 
     def load(self, session: Session) -> None:
         """The lazy loader of inline sessions (runs on the first touch)."""
@@ -155,6 +166,24 @@ class Driver:
             doomed = flow.loaded(session, key, entry)
             if doomed is not None:
                 store.delete(doomed)
+        if flow.legacy_until is not None:
+            self._load_legacy(session)
+
+    def _load_legacy(self, session: Session) -> None:
+        """Look the token up among migrated sessions (see ``legacy_session_cutoff``)."""
+        flow = self.flow
+        old = flow.legacy_key(session)
+        if old is None:
+            return
+        store = self.sync_store
+        try:
+            entry = store.load(old)
+        except StoreUnavailable as exc:
+            self._degrade(session, exc)
+            return
+        doomed = flow.adopt_legacy(session, old, entry)
+        if doomed is not None:
+            store.delete(doomed)
 
     def close(
         self,

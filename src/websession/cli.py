@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from . import __version__
 from .errors import SessionError, StoreError
 from .ids import handle_of
+from .stores.base import UserIndex
 from .urls import mask_url, store_from_url
 
 if TYPE_CHECKING:
@@ -181,9 +182,18 @@ def make_cli() -> click.Group:
             fail(f"{handle!r} is not a session handle (hex digits, as `websession ls` shows)")
         return handle
 
+    def users_sessions(store: ListableStore, user_id: str) -> list[tuple[str, Entry]]:
+        # The store's per-user index when it has one: O(that user's sessions).
+        if isinstance(store, UserIndex):
+            return store.sessions_for(user_id)
+        return list(store.entries(user_id=user_id))
+
     def resolve(store: ListableStore, handle: str, *, user_id: str | None = None) -> str:
         handle = check_handle(handle)
-        found = [key for key, _ in store.entries(prefix=handle, user_id=user_id, limit=2)]
+        if user_id is not None:
+            found = [key for key, _ in users_sessions(store, user_id) if key.startswith(handle)]
+        else:
+            found = [key for key, _ in store.entries(prefix=handle, limit=2)]
         owner = f" of user {printable(user_id)!r}" if user_id is not None else ""
         if not found:
             fail(f"no live session{owner} with handle {handle!r}")
@@ -306,10 +316,17 @@ def make_cli() -> click.Group:
         "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Rows to show."
     )
     def list_sessions(store_url: str, user_id: str | None, limit: int) -> None:
-        """List live sessions, most recently seen first."""
+        """List live sessions, most recently seen first.
+
+        With --user, stores that keep a per-user index (SQLite, SQL, files,
+        memory, Redis) read only that user's sessions, never all of them.
+        """
         out = stdout_console()
         with inspectable(store_url, "list") as store:
-            rows = list(store.entries(prefix="", user_id=user_id, limit=limit))
+            if user_id is not None:
+                rows = users_sessions(store, user_id)[:limit]
+            else:
+                rows = list(store.entries(prefix="", limit=limit))
         if not rows:
             who = f" for user {printable(user_id)!r}" if user_id is not None else ""
             out.print(f"No live sessions{who}.")
@@ -416,7 +433,8 @@ def make_cli() -> click.Group:
 
         A revoked session is deleted from the store: its browser is signed out
         on its next request. `--user ID --keep HANDLE` is "sign out everywhere
-        else".
+        else". Stores with a per-user index find the user's sessions without
+        reading anyone else's.
         """
         out = stdout_console()
         if handle is not None and user_id is not None:
@@ -426,19 +444,27 @@ def make_cli() -> click.Group:
         if handle is not None:
             with inspectable(store_url, "revoke") as store:
                 key = resolve(store, handle)
-                store.delete(key)
+                if isinstance(store, UserIndex):
+                    if not store.revoke(key):
+                        fail(f"session {handle_of(key)!r} ended before it could be revoked")
+                else:
+                    store.delete(key)
             out.print(f"Revoked 1 session ({handle_of(key)}).")
             return
         if user_id is None:
             fail("give the HANDLE of a session, or --user ID for all of a user's sessions")
         with inspectable(store_url, "revoke") as store:
             kept = resolve(store, keep, user_id=user_id) if keep is not None else None
-            doomed = [k for k, _ in store.entries(user_id=user_id) if k != kept]
-            for key in doomed:
-                store.delete(key)
-        noun = "session" if len(doomed) == 1 else "sessions"
+            if isinstance(store, UserIndex):
+                count = store.revoke_user(user_id, keep=() if kept is None else (kept,))
+            else:
+                doomed = [k for k, _ in store.entries(user_id=user_id) if k != kept]
+                for key in doomed:
+                    store.delete(key)
+                count = len(doomed)
+        noun = "session" if count == 1 else "sessions"
         note = f", kept {handle_of(kept)}" if kept is not None else ""
-        out.print(f"Revoked {len(doomed)} {noun} of user {printable(user_id)!r}{note}.")
+        out.print(f"Revoked {count} {noun} of user {printable(user_id)!r}{note}.")
 
     @cli.command()
     @store_option
@@ -467,8 +493,10 @@ def make_cli() -> click.Group:
         out.print(grid)
 
     from .cli_db import db
+    from .cli_migrate import migrate
 
     cli.add_command(db)
+    cli.add_command(migrate)
 
     @cli.group()
     def keys() -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import math
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
 from .errors import SessionConfigError
@@ -117,6 +117,10 @@ class SessionConfig:
     csrf_protect: bool = False
     csrf_header_name: str = "X-CSRF-Token"
     csrf_field_name: str = "csrf_token"
+    #: Until this (timezone-aware) time, a token that names no websession session is
+    #: looked up among the sessions ``websession migrate`` imported, and a match is
+    #: moved to a fresh id. None (the default) never looks.
+    legacy_session_cutoff: datetime | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -215,6 +219,20 @@ class SessionConfig:
         if self.store is not None and (not isinstance(self.store, str) or "://" not in self.store):
             raise SessionConfigError(
                 f"store={self.store!r} is not a store URL such as 'sqlite:///sessions.db'"
+            )
+        cutoff: Any = self.legacy_session_cutoff
+        if isinstance(cutoff, str):
+            try:
+                cutoff = datetime.fromisoformat(cutoff.strip())
+            except ValueError:
+                raise SessionConfigError(
+                    f"legacy_session_cutoff={cutoff!r} is not an ISO date, e.g. 2026-03-01T00:00Z"
+                ) from None
+            set_(self, "legacy_session_cutoff", cutoff)
+        if cutoff is not None and (not isinstance(cutoff, datetime) or cutoff.utcoffset() is None):
+            raise SessionConfigError(
+                "legacy_session_cutoff must be a timezone-aware datetime, "
+                "e.g. datetime(2026, 3, 1, tzinfo=UTC)"
             )
         set_(self, "csrf_protect", _to_bool(self.csrf_protect, "csrf_protect"))
         if not isinstance(self.csrf_header_name, str) or not _is_token(self.csrf_header_name):
@@ -333,6 +351,7 @@ class SessionFields(TypedDict, total=False):
     csrf_protect: bool
     csrf_header_name: str
     csrf_field_name: str
+    legacy_session_cutoff: datetime | str | None
 
 
 def _from_text(key: str, value: str) -> Any:
@@ -342,7 +361,7 @@ def _from_text(key: str, value: str) -> Any:
     if key == "cookie_samesite":
         # "None" in a settings file means the SameSite=None attribute, as in Django's settings.
         return text or None
-    if key in ("cookie_domain", "absolute_timeout", "store"):
+    if key in ("cookie_domain", "absolute_timeout", "store", "legacy_session_cutoff"):
         return None if text.lower() in ("", "none") else text
     if key == "trusted_proxies":
         return tuple(p for p in text.replace(",", " ").split() if p)

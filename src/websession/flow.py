@@ -19,7 +19,7 @@ import msgspec
 from .codecs import DecodeError, Payload, decode_payload, encode_payload, encode_value
 from .config import SessionConfig
 from .errors import Conflict, Gone, PayloadTooLarge, SessionError
-from .ids import hash_id, is_valid_id, new_id
+from .ids import LEGACY_TOKEN_MAX, hash_id, is_valid_id, legacy_key, new_id
 from .stores.base import AsyncStore, Entry, Meta, Store
 
 if TYPE_CHECKING:
@@ -189,6 +189,7 @@ class Flow:
         "_touch",
         "clock",
         "config",
+        "legacy_until",
     )
 
     def __init__(
@@ -208,6 +209,11 @@ class Flow:
         # Renewal needs server-side ids; a cookie session has none to renew.
         self._renew = config.renew_seconds if client_store is None else None
         self._retries = config.conflict_retries
+        cutoff = config.legacy_session_cutoff
+        #: Epoch time until which migrated sessions are looked up (None: never).
+        self.legacy_until = (
+            cutoff.timestamp() if cutoff is not None and client_store is None else None
+        )
         limit = config.max_payload_bytes
         if payload_limit is not None:
             limit = min(limit, payload_limit)
@@ -223,6 +229,13 @@ class Flow:
             doomed = self.loaded(session, key, entry)
             if doomed is not None:
                 yield Delete(doomed)
+        if self.legacy_until is not None:
+            old = self.legacy_key(session)
+            if old is not None:
+                entry = yield Load(old)
+                doomed = self.adopt_legacy(session, old, entry)
+                if doomed is not None:
+                    yield Delete(doomed)
 
     # The two steps of load(), for drivers that call a sync store inline: the same
     # decisions without a generator round trip on the hottest path.
@@ -246,12 +259,55 @@ class Flow:
             self.loaded(session, "", entry)
             return None
         if not is_valid_id(token):
-            security_log.warning(
-                "session token of the wrong shape rejected (length %d)", len(token)
-            )
+            until = self.legacy_until
+            if until is None or self.clock() >= until:
+                security_log.warning(
+                    "session token of the wrong shape rejected (length %d)", len(token)
+                )
             session._stale = True
             return None
         return hash_id(token)
+
+    def legacy_key(self, session: Session) -> str | None:
+        """Where a migrated session for ``session``'s token would be, while they are accepted.
+
+        Asked after the token named no live websession session (drivers check
+        :attr:`legacy_until` first, so this costs nothing when it is off).
+        """
+        until = self.legacy_until
+        token = session._token
+        if (
+            until is None
+            or token is None
+            or session._entry is not None
+            or session._degraded
+            or not 0 < len(token) <= LEGACY_TOKEN_MAX
+            or self.clock() >= until
+        ):
+            return None
+        return legacy_key(token)
+
+    def adopt_legacy(self, session: Session, key: str, entry: Entry | None) -> str | None:
+        """Adopt a migrated record; the commit moves it to a fresh id and deletes it.
+
+        The new session's absolute timeout counts from now, as after a login:
+        its creation time in the old framework is not websession's to judge.
+        Returns a key to delete (an expired record), or None.
+        """
+        if entry is None:
+            return None
+        if self.clock() >= entry.expires:
+            return key
+        try:
+            payload = decode_payload(entry.payload)
+        except DecodeError as exc:
+            security_log.warning("migrated session payload rejected: %s", exc)
+            return None
+        session._adopt(entry, payload, key)
+        session._rotate = True
+        session._login = True
+        session.modified = True
+        return None
 
     def loaded(self, session: Session, key: str, entry: Entry | None) -> str | None:
         """Adopt what the store returned for ``key``; returns a key to delete, or None."""

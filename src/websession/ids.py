@@ -11,7 +11,15 @@ import hashlib
 import re
 import secrets
 
-__all__ = ["HANDLE_LENGTH", "ID_LENGTH", "handle_of", "hash_id", "is_valid_id", "new_id"]
+__all__ = [
+    "HANDLE_LENGTH",
+    "ID_LENGTH",
+    "handle_of",
+    "hash_id",
+    "is_valid_id",
+    "legacy_key",
+    "new_id",
+]
 
 ID_BYTES = 32
 ID_LENGTH = 43
@@ -40,6 +48,23 @@ def hash_id(session_id: str) -> str:
     so neither guessing nor a precomputed table can invert it.
     """
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+#: Longest old-framework cookie value looked up as a migrated session.
+LEGACY_TOKEN_MAX = 256
+
+
+def legacy_key(token: str) -> str:
+    """The key ``websession migrate`` files a session under, for the old cookie value ``token``.
+
+    Another framework's session key (Django's, Flask-Session's, starsessions')
+    is hashed with a prefix of its own, so it can never be the key of a
+    websession id: a migrated record is reachable only through the legacy
+    lookup, which moves it to a fresh id.
+    """
+    return hashlib.sha256(
+        b"websession-legacy:" + token.encode("utf-8", "surrogateescape")
+    ).hexdigest()
 
 
 def is_valid_key(key: str) -> bool:

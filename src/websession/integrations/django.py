@@ -39,7 +39,7 @@ from .._driver import DEFAULT_STORE_URL
 from ..codecs import DecodeError, Payload, decode_payload, encode_payload, encode_value
 from ..config import SessionConfig
 from ..errors import Conflict, Gone, PayloadTooLarge, SessionConfigError, SessionError
-from ..ids import hash_id, new_id
+from ..ids import LEGACY_TOKEN_MAX, hash_id, legacy_key, new_id
 from ..stores.base import Entry, Meta, Store
 from ..stores.cookie import CookieStore
 from ..urls import mask_url, store_from_url
@@ -48,6 +48,9 @@ __all__ = ["SessionStore", "get_store"]
 
 #: The setting that names the store (a URL or a sync store object).
 STORE_SETTING = "WEBSESSION_STORE"
+#: Until this aware datetime, a key the store does not know is looked up among the
+#: sessions ``websession migrate django-db`` imported (see the migration guide).
+LEGACY_SETTING = "WEBSESSION_LEGACY_SESSION_CUTOFF"
 #: Django auth's session key for the signed-in user's primary key.
 USER_ID_KEY = "_auth_user_id"
 #: Expired rows removed per store call by ``clear_expired()`` (``manage.py clearsessions``).
@@ -179,6 +182,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._ws_extra = Payload()
         #: Keys assigned in this request (so an assignment of an unchanged value still wins).
         self._ws_set: set[str] = set()
+        #: A migrated record this session was loaded from, deleted once saved anew.
+        self._ws_legacy: str | None = None
         super().__init__(session_key)
 
     # -- configuration -----------------------------------------------------------------
@@ -244,6 +249,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         key = self.session_key
         entry = None if key is None else self.get_store().load(hash_id(key))
         payload = None if entry is None else _decode(entry.payload)
+        if entry is None and key is not None:
+            migrated = self._ws_load_legacy(key)
+            if migrated is not None:
+                return migrated
         if entry is None or payload is None:
             # An unknown key is never adopted: the next save makes a fresh one.
             self._session_key = None
@@ -263,6 +272,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             except CreateError:
                 continue
             self.modified = True
+            if self._ws_legacy is not None:
+                # The migrated record now lives under a websession key: the old
+                # Django key must not load it a second time.
+                self.get_store().delete(self._ws_legacy)
+                self._ws_legacy = None
             return
         raise SessionError(
             f"{type(self.get_store()).__name__} refused {CREATE_ATTEMPTS} fresh session ids "
@@ -440,6 +454,32 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                     merged[name] = value
         self._session_cache = merged
         return merged
+
+    def _ws_load_legacy(self, key: str) -> dict[str, Any] | None:
+        """The data of a session migrated from Django's own backends, while they are accepted.
+
+        The session gets a new websession key at the end of this request (it is
+        marked modified, so Django's middleware saves it and sends the new cookie).
+        """
+        cutoff = getattr(settings, LEGACY_SETTING, None)
+        if cutoff is None or len(key) > LEGACY_TOKEN_MAX:
+            return None
+        if not hasattr(cutoff, "timestamp") or cutoff.utcoffset() is None:
+            raise SessionConfigError(f"{LEGACY_SETTING} must be a timezone-aware datetime")
+        if time.time() >= cutoff.timestamp():
+            return None
+        old = legacy_key(key)
+        store = self.get_store()
+        entry = store.load(old)
+        payload = None if entry is None else _decode(entry.payload)
+        if entry is None or payload is None:
+            return None
+        self._session_key = None
+        self._ws_forget()
+        self._ws_extra = payload
+        self._ws_legacy = old
+        self.modified = True
+        return payload.d
 
     def _ws_remember(
         self, key: str, entry: Entry, payload: bytes, version: int, now: float, ttl: float

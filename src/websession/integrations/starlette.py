@@ -120,6 +120,7 @@ class ExtraFields(TypedDict, total=False):
     max_payload_bytes: int
     conflict_retries: int
     on_store_error: Literal["raise", "fail_open"]
+    legacy_session_cutoff: datetime | None
 
 
 class Session(dict[str, Any]):
@@ -581,21 +582,7 @@ class SessionMiddleware:
         if legacy is not None:
             self._carry(core, legacy)
             return
-        if core._token is None:
-            return
-        driver = self._driver
-        flow = driver.flow
-        key = flow.load_key(core)
-        if key is None:
-            return
-        try:
-            entry = await driver.async_store.load(key)
-        except StoreUnavailable as exc:
-            driver._degrade(core, exc)
-            return
-        doomed = flow.loaded(core, key, entry)
-        if doomed is not None:
-            await driver.async_store.delete(doomed)
+        await self._driver.aload(core)
 
     # -- Starlette's own cookie, accepted until the cutoff -------------------------------
 
