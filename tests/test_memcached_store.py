@@ -251,6 +251,25 @@ def test_round_trips_per_operation(memcached_server: Memcached) -> None:
     client.close()
 
 
+def test_no_user_index_and_a_clear_error_saying_why(memcached_server: Memcached) -> None:
+    from websession.stores import AsyncUserIndex, UserIndex
+    from websession.stores.memcached import UserIndexUnsupported
+
+    store = MemcachedStore(memcached_server.url, prefix=fresh_prefix())
+    async_store = AsyncMemcachedStore(memcached_server.url, prefix=fresh_prefix())
+    assert not isinstance(store, UserIndex)
+    assert not isinstance(async_store, AsyncUserIndex)
+    assert not hasattr(store, "sessions_for")
+    for name in ("sessions_for", "revoke", "revoke_user"):
+        with pytest.raises(UserIndexUnsupported, match="RedisStore or SQLStore"):
+            getattr(store, name)("u1")
+        with pytest.raises(UserIndexUnsupported, match="AsyncMemcachedStore"):
+            getattr(async_store, name)
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        store.nonsense  # type: ignore[attr-defined]  # noqa: B018
+    store.close()
+
+
 def create() -> dict[str, Any]:
     return {"expected_version": None, "ttl": TTL, "meta": meta()}
 

@@ -16,6 +16,7 @@ servers the ``redis_servers`` plugin starts on spare loopback ports.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -247,6 +248,25 @@ class TestRedisStoreContract(StoreContract):
         assert list(store.entries(prefix=bob, user_id="a")) == []
         assert list(store.entries(user_id="nobody")) == []
 
+    def test_user_index_leaves_out_ended_sessions(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        short, long, deleted, zeroed = (make_key(n) for n in ("short", "long", "del", "zero"))
+        saved = meta(clock(), user_id="alice")
+        store.save(short, b"s", expected_version=None, ttl=SHORT, meta=saved)
+        store.save(long, b"l", expected_version=None, ttl=TTL, meta=saved)
+        store.save(deleted, b"d", expected_version=None, ttl=TTL, meta=saved)
+        version = store.save(zeroed, b"z", expected_version=None, ttl=TTL, meta=saved)
+        store.delete(deleted)
+        store.save(zeroed, b"z", expected_version=version, ttl=0, meta=saved)
+        assert {key for key, _ in store.sessions_for("alice")} == {short, long}
+        time.sleep(PAST_SHORT)
+        assert [key for key, _ in store.sessions_for("alice")] == [long]
+        # Redis dropped the expired key; reading the index pruned its member.
+        members = store.client.execute_command("SMEMBERS", store._index_key("alice"))
+        assert members == {long.encode()}
+        assert store.revoke_user("alice", keep=[long]) == 0
+
 
 class TestAsyncRedisStoreContract(AsyncStoreContract):
     url = REDIS_URL
@@ -361,6 +381,120 @@ def test_each_operation_is_one_round_trip() -> None:
     assert sent(lambda: store.touch(key, TTL)) == ["EVALSHA"]
 
 
+def index_round_trips(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Records the command names of every extra (pipelined) round trip the store makes."""
+    trips: list[list[str]] = []
+    pipelined = store._pipelined
+
+    def recording(commands: Any) -> list[Any]:
+        trips.append([str(command[0]) for command in commands])
+        return pipelined(commands)
+
+    monkeypatch.setattr(store, "_pipelined", recording)
+    return trips
+
+
+def test_the_index_rides_in_the_save_script_on_a_single_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = counting_client()
+    store = RedisStore(client, prefix=fresh_prefix())
+    trips = index_round_trips(store, monkeypatch)
+    signed_in, guest = make_key("signed-in"), make_key("guest")
+    store.save(make_key("warm-up"), b"x", expected_version=None, ttl=TTL, meta=meta(user_id=None))
+    client.commands.clear()
+    v = store.save(signed_in, b"1", expected_version=None, ttl=TTL, meta=meta(user_id="u1"))
+    v = store.save(signed_in, b"2", expected_version=v, ttl=TTL, meta=meta(user_id="u1"))
+    g = store.save(guest, b"1", expected_version=None, ttl=TTL, meta=meta(user_id=None))
+    store.save(guest, b"2", expected_version=g, ttl=TTL, meta=meta(user_id=None))
+    assert client.commands == ["EVALSHA"] * 4
+    assert trips == []
+    assert [k for k, _ in store.sessions_for("u1")] == [signed_in]
+    # Only a change of user on the same key costs a round trip: out of the old index.
+    store.save(signed_in, b"3", expected_version=v, ttl=TTL, meta=meta(user_id="u2"))
+    assert trips == [["SREM"]]
+    assert store.sessions_for("u1") == []
+    assert [k for k, _ in store.sessions_for("u2")] == [signed_in]
+
+
+def test_the_index_costs_a_round_trip_on_cluster_only_when_the_user_changes(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore(redis_cluster.url, prefix=fresh_prefix())
+    trips = index_round_trips(store, monkeypatch)
+    signed_in, guest = make_key("signed-in"), make_key("guest")
+    g = store.save(guest, b"1", expected_version=None, ttl=TTL, meta=meta(user_id=None))
+    store.save(guest, b"2", expected_version=g, ttl=TTL, meta=meta(user_id=None))
+    assert trips == []
+    v = store.save(signed_in, b"1", expected_version=None, ttl=TTL, meta=meta(user_id="u1"))
+    assert trips == [["SADD"]]
+    v = store.save(signed_in, b"2", expected_version=v, ttl=TTL, meta=meta(user_id="u1"))
+    assert trips == [["SADD"]]
+    assert [k for k, _ in store.sessions_for("u1")] == [signed_in]
+    store.save(signed_in, b"3", expected_version=v, ttl=TTL, meta=meta(user_id="u2"))
+    assert trips == [["SADD"], ["SREM", "SADD"]]
+    assert store.sessions_for("u1") == []
+    assert [k for k, _ in store.sessions_for("u2")] == [signed_in]
+    assert store.revoke_user("u2") == 1
+    assert store.load(signed_in) is None
+    store.close()
+
+
+def test_a_users_lookup_reads_only_that_users_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+    for i in range(300):
+        user = None if i % 2 else f"other-{i % 7}"
+        store.save(make_key(f"c{i}"), b"c", expected_version=None, ttl=TTL, meta=meta(user_id=user))
+    mine = [make_key(f"mine-{i}") for i in range(3)]
+    for key in mine:
+        store.save(key, b"m", expected_version=None, ttl=TTL, meta=meta(user_id="me"))
+    read: list[bytes] = []
+    read_batch = store._read_batch
+
+    def recording(names: list[bytes], user_id: str | None) -> list[tuple[str, Entry]]:
+        read.extend(names)
+        return read_batch(names, user_id)
+
+    monkeypatch.setattr(store, "_read_batch", recording)
+    monkeypatch.setattr(store.client, "scan_iter", None)  # no keyspace scan either
+    assert {k for k, _ in store.sessions_for("me")} == set(mine)
+    assert sorted(read) == sorted((store.prefix + key).encode() for key in mine)
+    assert store.revoke_user("me", keep=mine[:1]) == 2
+    assert [k for k, _ in store.sessions_for("me")] == mine[:1]
+
+
+def test_revoke_user_never_deletes_a_session_that_changed_user(server: redis.Redis) -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+    key = make_key("moved")
+    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(user_id="u1"))
+    # The session now belongs to u2, but u1's index still names it (as after a
+    # crash on Cluster between the save and the index update).
+    raw = server.get(store.prefix + key)
+    assert raw is not None
+    moved = raw.replace(b"u1", b"u2", 1)
+    server.set(store.prefix + key, moved, keepttl=True)
+    assert store.revoke_user("u1") == 0
+    assert store.load(key) is not None
+    assert store.revoke(key) is True
+    assert store.load(key) is None
+
+
+def test_async_index_on_a_single_server_and_on_cluster(redis_cluster: RedisCluster) -> None:
+    async def main(url: str) -> None:
+        store = AsyncRedisStore(url, prefix=fresh_prefix())
+        key = make_key("async-indexed")
+        v = await store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta(user_id="a"))
+        await store.save(key, b"2", expected_version=v, ttl=TTL, meta=meta(user_id="b"))
+        assert await store.sessions_for("a") == []
+        assert [k for k, _ in await store.sessions_for("b")] == [key]
+        assert await store.revoke(key) is True
+        assert await store.sessions_for("b") == []
+        await store.aclose()
+
+    asyncio.run(main(REDIS_URL))
+    asyncio.run(main(redis_cluster.url))
+
+
 def test_async_operations_are_one_round_trip_each() -> None:
     async def main() -> None:
         client = CountingAsyncRedis.from_url(REDIS_URL)
@@ -463,7 +597,10 @@ def test_prefix_can_come_from_the_url(server: redis.Redis) -> None:
     store = RedisStore(f"{REDIS_URL}{joiner}prefix={prefix}&health_check_interval=30")
     assert store.prefix == prefix
     store.save(make_key("via-url"), b"x", expected_version=None, ttl=TTL, meta=meta())
-    assert run_keys(server, prefix) == [(prefix + make_key("via-url")).encode()]
+    index = prefix + "user:" + hashlib.sha256(b"u1").hexdigest()
+    assert run_keys(server, prefix) == sorted(
+        [(prefix + make_key("via-url")).encode(), index.encode()]
+    )
 
 
 def test_the_raw_dump_holds_hashed_keys_and_no_session_id(server: redis.Redis) -> None:
@@ -667,7 +804,7 @@ def test_store_from_url_builds_the_sync_or_async_store(server: redis.Redis) -> N
     store = store_from_url(REDIS_URL, prefix=prefix)
     assert type(store) is Public is RedisStore
     assert store.prefix == prefix
-    store.save(make_key("from-url"), b"x", expected_version=None, ttl=TTL, meta=meta())
+    store.save(make_key("from-url"), b"x", expected_version=None, ttl=TTL, meta=meta(user_id=None))
     assert run_keys(server, prefix) == [(prefix + make_key("from-url")).encode()]
     assert type(store_from_url(REDIS_URL, asynchronous=True)) is PublicAsync is AsyncRedisStore
     tls = store_from_url("rediss://:pw@redis.invalid:6380/1")

@@ -19,6 +19,13 @@ override them.
 The contract is what the session flow relies on: exact round trips of
 payload and metadata, compare-and-swap versions, ``Gone`` instead of
 resurrection, expiry, and no lost update under concurrent writers.
+
+Stores that keep a per-user index (:class:`~websession.stores.UserIndex`,
+:class:`~websession.stores.AsyncUserIndex`) are also held to its contract:
+a user's sessions only, most recently seen first, with their metadata,
+expired ones absent, revocation of one, all, or all but some, an index that
+follows a session to its new user, and a lookup that does not grow with the
+number of other sessions. Stores without the index skip those tests.
 """
 
 from __future__ import annotations
@@ -28,16 +35,34 @@ import hashlib
 import inspect
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ._prepared import PreparedSession, aprepare_session, prepare_session
 from .errors import Conflict, Gone
-from .stores.base import AsyncStore, Entry, InspectableStore, Meta, Store
+from .stores.base import (
+    AsyncStore,
+    AsyncUserIndex,
+    Entry,
+    InspectableStore,
+    Meta,
+    Store,
+    UserIndex,
+)
 
-__all__ = ["AsyncStoreContract", "FakeClock", "StoreContract", "make_key"]
+__all__ = [
+    "AsyncStoreContract",
+    "FakeClock",
+    "PreparedSession",
+    "StoreContract",
+    "aprepare_session",
+    "make_key",
+    "prepare_session",
+]
 
 #: 2023-11-14, a realistic epoch time, so stores that misuse it as a duration show it.
 START_TIME = 1_700_000_000.0
@@ -45,6 +70,8 @@ TTL = 600.0
 THREADS = 20
 #: Retries per thread in the concurrency test; a correct store needs far fewer.
 MAX_ATTEMPTS = 10_000
+#: How many times cheaper a user's lookup must be than reading every session, in the O(user) test.
+INDEX_SPEEDUP = 20
 
 
 class FakeClock:
@@ -407,6 +434,160 @@ class StoreContract:
         assert list(store.entries(prefix=bob, user_id="a")) == []
         assert list(store.entries(user_id="nobody")) == []
 
+    # -- the per-user index ----------------------------------------------------
+
+    #: Sessions of other users and anonymous ones the O(user) test puts beside the user's three.
+    user_index_crowd = 2000
+
+    @staticmethod
+    def user_index(store: Store) -> UserIndex:
+        """``store`` as a :class:`UserIndex`; skips the test for stores without one."""
+        if not isinstance(store, UserIndex):
+            pytest.skip("store keeps no per-user index (UserIndex)")
+        return store
+
+    def test_user_index_lists_a_users_sessions_with_metadata(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        index = self.user_index(store)
+        alice = [make_key(f"alice-{i}") for i in range(3)]
+        for n, key in enumerate(alice):
+            meta = _meta(clock, user_id="alice", ip=f"192.0.2.{n}", user_agent=f"Agent/{n}")
+            store.save(key, b"a", expected_version=None, ttl=TTL, meta=meta)
+            clock.advance(1)
+        bob, guest = make_key("bob"), make_key("guest")
+        store.save(bob, b"b", expected_version=None, ttl=TTL, meta=_meta(clock, user_id="bob"))
+        store.save(guest, b"g", expected_version=None, ttl=TTL, meta=_meta(clock, user_id=None))
+
+        listed = index.sessions_for("alice")
+        assert [key for key, _ in listed] == list(reversed(alice))  # most recently seen first
+        for n, (_key, entry) in zip((2, 1, 0), listed, strict=True):
+            assert isinstance(entry, Entry)
+            assert (entry.user_id, entry.ip, entry.user_agent) == (
+                "alice", f"192.0.2.{n}", f"Agent/{n}",
+            )  # fmt: skip
+            assert entry.created == pytest.approx(START_TIME + n)
+            assert entry.last_seen == pytest.approx(START_TIME + n)
+            assert clock() < entry.expires <= clock() + TTL + 1
+            assert entry.payload == b"a"
+        assert [key for key, _ in index.sessions_for("bob")] == [bob]
+        assert index.sessions_for("nobody") == []
+        # A touch makes a session the most recently seen one.
+        clock.advance(1)
+        assert store.touch(alice[0], TTL) is True
+        first_key, _ = index.sessions_for("alice")[0]
+        assert first_key == alice[0]
+
+    def test_user_index_leaves_out_ended_sessions(self, store: Store, clock: FakeClock) -> None:
+        index = self.user_index(store)
+        short, long, deleted, zeroed = (make_key(n) for n in ("short", "long", "del", "zero"))
+        meta = _meta(clock, user_id="alice")
+        store.save(short, b"s", expected_version=None, ttl=10, meta=meta)
+        store.save(long, b"l", expected_version=None, ttl=TTL, meta=meta)
+        store.save(deleted, b"d", expected_version=None, ttl=TTL, meta=meta)
+        version = store.save(zeroed, b"z", expected_version=None, ttl=TTL, meta=meta)
+        store.delete(deleted)
+        store.save(zeroed, b"z", expected_version=version, ttl=0, meta=meta)
+        assert {key for key, _ in index.sessions_for("alice")} == {short, long}
+        clock.advance(10)
+        assert [key for key, _ in index.sessions_for("alice")] == [long]
+        assert index.revoke_user("alice", keep=[long]) == 0  # an expired session is not revoked
+
+    def test_user_index_follows_a_change_of_user(self, store: Store, clock: FakeClock) -> None:
+        index = self.user_index(store)
+        key = make_key("changing")
+        v = store.save(key, b"1", expected_version=None, ttl=TTL, meta=_meta(clock, user_id="a"))
+        v = store.save(key, b"2", expected_version=v, ttl=TTL, meta=_meta(clock, user_id="b"))
+        assert index.sessions_for("a") == []
+        assert [k for k, _ in index.sessions_for("b")] == [key]
+        v = store.save(key, b"3", expected_version=v, ttl=TTL, meta=_meta(clock, user_id=None))
+        assert index.sessions_for("b") == []
+        store.save(key, b"4", expected_version=v, ttl=TTL, meta=_meta(clock, user_id="a"))
+        assert [k for k, _ in index.sessions_for("a")] == [key]
+        assert index.revoke_user("b") == 0
+        assert store.load(key) is not None
+
+    def test_user_index_after_a_login_rotation(self, store: Store, clock: FakeClock) -> None:
+        # What session.login() does: the data moves to a new key bound to the user,
+        # and the anonymous record is deleted.
+        index = self.user_index(store)
+        before, after = make_key("before-login"), make_key("after-login")
+        store.save(before, b"x", expected_version=None, ttl=TTL, meta=_meta(clock, user_id=None))
+        store.save(after, b"x", expected_version=None, ttl=TTL, meta=_meta(clock, user_id="a"))
+        store.delete(before)
+        assert [k for k, _ in index.sessions_for("a")] == [after]
+
+    def test_revoke_one_session(self, store: Store, clock: FakeClock) -> None:
+        index = self.user_index(store)
+        doomed, other = make_key("doomed"), make_key("other")
+        version = store.save(doomed, b"d", expected_version=None, ttl=TTL, meta=_meta(clock))
+        store.save(other, b"o", expected_version=None, ttl=TTL, meta=_meta(clock))
+        assert index.revoke(doomed) is True
+        assert store.load(doomed) is None
+        assert [k for k, _ in index.sessions_for("user-42")] == [other]
+        assert index.revoke(doomed) is False
+        assert index.revoke(make_key("never")) is False
+        with pytest.raises(Gone):  # a revoked session is never resurrected by a late save
+            store.save(doomed, b"z", expected_version=version, ttl=TTL, meta=_meta(clock))
+        assert store.load(other) is not None
+
+    def test_revoke_user_all_or_all_but_some(self, store: Store, clock: FakeClock) -> None:
+        index = self.user_index(store)
+        alice = [make_key(f"alice-{i}") for i in range(4)]
+        versions = {}
+        for key in alice:
+            meta = _meta(clock, user_id="alice")
+            versions[key] = store.save(key, b"a", expected_version=None, ttl=TTL, meta=meta)
+        bob = make_key("bob")
+        store.save(bob, b"b", expected_version=None, ttl=TTL, meta=_meta(clock, user_id="bob"))
+        # "Log out everywhere else": keep the current session (a key of bob's changes nothing).
+        assert index.revoke_user("alice", keep=[alice[1], bob]) == 3
+        assert [k for k, _ in index.sessions_for("alice")] == [alice[1]]
+        assert store.load(alice[1]) is not None
+        assert all(store.load(k) is None for k in (alice[0], alice[2], alice[3]))
+        with pytest.raises(Gone):
+            store.save(
+                alice[0], b"z", expected_version=versions[alice[0]], ttl=TTL,
+                meta=_meta(clock, user_id="alice"),
+            )  # fmt: skip
+        assert store.load(bob) is not None
+        assert index.revoke_user("alice") == 1
+        assert index.sessions_for("alice") == []
+        assert index.revoke_user("alice") == 0
+        assert index.revoke_user("nobody") == 0
+        assert [k for k, _ in index.sessions_for("bob")] == [bob]
+
+    def test_user_lookup_does_not_grow_with_other_sessions(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        index = self.user_index(store)
+        crowd = [make_key(f"crowd-{i}") for i in range(self.user_index_crowd)]
+        for n, key in enumerate(crowd):
+            user = None if n % 2 else f"other-{n % 50}"
+            meta = _meta(clock, user_id=user)
+            store.save(key, b"c", expected_version=None, ttl=TTL, meta=meta)
+        mine = [make_key(f"mine-{i}") for i in range(3)]
+        for key in mine:
+            store.save(key, b"m", expected_version=None, ttl=TTL, meta=_meta(clock, user_id="me"))
+        assert {k for k, _ in index.sessions_for("me")} == set(mine)
+        self.check_user_lookup_cost(store, "me", [*crowd, *mine])
+
+    def check_user_lookup_cost(self, store: Store, user_id: str, every_key: list[str]) -> None:
+        """Fail unless ``sessions_for(user_id)`` is far cheaper than reading every session.
+
+        Compares the best of several timed lookups with one pass that loads
+        ``every_key``; a store that scans all sessions cannot be
+        ``INDEX_SPEEDUP`` times faster than that. Stores may override this
+        with an exact check (a query plan, a count of commands).
+        """
+        index = self.user_index(store)
+        lookup = min(_timed(lambda: index.sessions_for(user_id)) for _ in range(7))
+        everything = min(_timed(lambda: [store.load(key) for key in every_key]) for _ in range(2))
+        assert lookup * INDEX_SPEEDUP < everything, (
+            f"sessions_for took {lookup * 1e3:.2f} ms; loading all {len(every_key)} sessions "
+            f"took {everything * 1e3:.2f} ms: the lookup seems to scan other sessions"
+        )
+
     # -- concurrency -----------------------------------------------------------
 
     def test_concurrent_cas_saves_lose_no_update(self, store: Store, clock: FakeClock) -> None:
@@ -450,6 +631,12 @@ class StoreContract:
         entry = store.load(key)
         assert entry is not None
         assert json.loads(entry.payload) == {f"t{i}": True for i in range(THREADS)}
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 AsyncTest = Callable[[AsyncStore, FakeClock], Awaitable[None]]
@@ -629,5 +816,37 @@ class AsyncStoreContract:
             entry = await store.load(key)
             assert entry is not None
             assert json.loads(entry.payload) == {f"t{i}": True for i in range(THREADS)}
+
+        self.run(test)
+
+    def test_user_index(self) -> None:
+        async def test(store: AsyncStore, clock: FakeClock) -> None:
+            if not isinstance(store, AsyncUserIndex):
+                pytest.skip("store keeps no per-user index (AsyncUserIndex)")
+            keys = [make_key(f"alice-{i}") for i in range(3)]
+            for key in keys:
+                meta = _meta(clock, user_id="alice")
+                await store.save(key, b"a", expected_version=None, ttl=TTL, meta=meta)
+                clock.advance(1)
+            other = make_key("bob")
+            v = await store.save(
+                other, b"b", expected_version=None, ttl=TTL, meta=_meta(clock, user_id="bob")
+            )
+            listed = await store.sessions_for("alice")
+            assert [key for key, _ in listed] == list(reversed(keys))
+            assert all(entry.ip == "203.0.113.7" for _, entry in listed)
+            # The index follows a session to its new user.
+            await store.save(
+                other, b"b", expected_version=v, ttl=TTL, meta=_meta(clock, user_id="alice")
+            )
+            assert await store.sessions_for("bob") == []
+            assert len(await store.sessions_for("alice")) == 4
+            assert await store.revoke(keys[0]) is True
+            assert await store.revoke(keys[0]) is False
+            assert await store.load(keys[0]) is None
+            assert await store.revoke_user("alice", keep=[keys[2]]) == 2
+            assert [key for key, _ in await store.sessions_for("alice")] == [keys[2]]
+            assert await store.revoke_user("alice") == 1
+            assert await store.sessions_for("alice") == []
 
         self.run(test)

@@ -3,6 +3,10 @@
 Layout: ``<directory>/<first two hex digits of the key>/<key>`` holds the
 record, ``<key>.lock`` beside it serialises writers. Sharding by the key's
 first byte keeps every directory small (256 shards) without a database.
+The per-user index is ``<directory>/users/<sha256 of the user id>/<key>``:
+an empty marker file per session of that user, created and removed under the
+key's lock together with the record, so listing a user's sessions reads one
+small directory instead of scanning them all.
 
 Reads take no lock: writers replace whole files with ``os.replace``, which is
 atomic, so a reader sees the old record or the new one, never half of one.
@@ -17,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Literal
 
 import msgspec
@@ -37,6 +42,10 @@ security_log = logging.getLogger("websession.security")
 _MAGIC: Literal["websession-file/1"] = "websession-file/1"
 _LOCK_SUFFIX = ".lock"
 _TMP_SUFFIX = ".tmp"
+_USERS = "users"
+_MARKER_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 #: Temp files older than this can only be leftovers of a crashed writer.
 _STALE_TMP_SECONDS = 3600.0
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -233,10 +242,43 @@ class FileStore:
         if self._fsync:
             _fsync_directory(shard)
 
-    def _remove(self, key: str, lock: _KeyLock) -> None:
+    def _remove(self, key: str, lock: _KeyLock, record: _Record | None) -> None:
+        """Remove the key's record, lock file and index marker (``record`` is what was read)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._shard(key), key))
+        if record is not None and record.user_id is not None:
+            self._unindex(key, record.user_id)
         lock.remove()
+
+    # -- the per-user index: marker files, written under the key's lock ---------
+
+    def _user_directory(self, user_id: str) -> str:
+        # Hashed: a user id may hold any character, and its length is unbounded.
+        name = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return os.path.join(self.directory, _USERS, name)
+
+    def _index(self, key: str, user_id: str) -> None:
+        directory = self._user_directory(user_id)
+        marker = os.path.join(directory, key)
+        for _ in range(10):
+            try:
+                os.close(os.open(marker, _MARKER_FLAGS, 0o600))
+                return
+            except FileNotFoundError:
+                # First session of this user, or another writer just removed the
+                # user's emptied directory: (re)create it and try again.
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.close(os.open(marker, _MARKER_FLAGS, 0o600))
+
+    def _unindex(self, key: str, user_id: str) -> None:
+        directory = self._user_directory(user_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, key))
+        try:
+            os.rmdir(directory)  # only succeeds once the user has no session left
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
 
     def _exists(self, key: str) -> bool:
         # Checked before locking where "absent" is the answer anyway: a key only
@@ -276,7 +318,7 @@ class FileStore:
         now = self._clock()
         current = self._read(os.path.join(self._shard(key), key))
         if current is not None and current.expires <= now:
-            self._remove(key, lock)
+            self._remove(key, lock, current)
             current = None
         if expected_version is None:
             if current is not None:
@@ -290,8 +332,13 @@ class FileStore:
         else:
             version = expected_version + 1
         if ttl <= 0:
-            self._remove(key, lock)
+            self._remove(key, lock, current)
             return version
+        previous = current.user_id if current is not None else None
+        if meta.user_id is not None and meta.user_id != previous:
+            # Marker first: a crash in between leaves a marker without a record
+            # (pruned on read), never a user's record the index does not know.
+            self._index(key, meta.user_id)
         self._write(
             key,
             _Record(
@@ -299,6 +346,8 @@ class FileStore:
                 meta.user_id, meta.ip, meta.user_agent, payload,
             ),
         )  # fmt: skip
+        if previous is not None and previous != meta.user_id:
+            self._unindex(key, previous)
         return version
 
     def touch(self, key: str, ttl: float) -> bool:
@@ -316,7 +365,7 @@ class FileStore:
                     lock.remove()
                     return False
                 if current.expires <= now or ttl <= 0:
-                    self._remove(key, lock)
+                    self._remove(key, lock, current)
                     return False
                 touched = msgspec.structs.replace(current, expires=now + ttl, last_seen=now)
                 self._write(key, touched)
@@ -339,7 +388,7 @@ class FileStore:
                 return
             lock = self._lock(key)
             try:
-                self._remove(key, lock)
+                self._remove(key, lock, self._read(os.path.join(self._shard(key), key)))
             finally:
                 lock.release()
         except OSError as exc:
@@ -394,7 +443,7 @@ class FileStore:
                 try:
                     record = self._read(entry.path)
                     if record is not None and record.expires <= self._clock():
-                        self._remove(name, lock)
+                        self._remove(name, lock, record)
                         removed += 1
                         budget -= 1
                 finally:
@@ -444,6 +493,87 @@ class FileStore:
         found.sort(key=lambda item: item[1].last_seen, reverse=True)
         yield from found if limit is None else found[:limit]
 
+    # -- the per-user index ----------------------------------------------------
+
+    def _indexed_keys(self, user_id: str) -> list[str]:
+        try:
+            names = os.listdir(self._user_directory(user_id))
+        except FileNotFoundError:
+            return []
+        return [name for name in names if is_valid_key(name)]
+
+    def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id``, most recently seen first.
+
+        Reads the user's index directory and those sessions' records only;
+        markers whose session ended (or moved to another user) are removed on
+        the way, expired sessions with them.
+        """
+        now = self._clock()
+        found: list[tuple[str, Entry]] = []
+        try:
+            for key in self._indexed_keys(user_id):
+                record = self._read(os.path.join(self._shard(key), key))
+                if record is not None and record.user_id == user_id and record.expires > now:
+                    found.append((key, _entry(record)))
+                else:
+                    self._revoke_locked(key, user_id, kill=False)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        found.sort(key=lambda item: item[1].last_seen, reverse=True)
+        return found
+
+    def revoke(self, key: str) -> bool:
+        """Delete one session (record, lock file, index marker); False if it was not there."""
+        if not is_valid_key(key):
+            return False
+        try:
+            if not self._exists(key):
+                return False
+            return self._revoke_locked(key, None, kill=True)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+
+    def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every live session of ``user_id`` except the keys in ``keep``; return how many."""
+        kept = set(keep)
+        try:
+            return sum(
+                self._revoke_locked(key, user_id, kill=True)
+                for key in self._indexed_keys(user_id)
+                if key not in kept
+            )
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _revoke_locked(self, key: str, user_id: str | None, *, kill: bool) -> bool:
+        """Check one indexed key under its lock, and delete or tidy it.
+
+        A live session of ``user_id`` (of anyone when None) is deleted when
+        ``kill`` is set; an expired one is removed either way; a marker of
+        ``user_id`` whose session is gone or now someone else's is dropped.
+        True when a live session went.
+        """
+        lock = self._lock(key)
+        try:
+            record = self._read(os.path.join(self._shard(key), key))
+            if record is None:
+                if user_id is not None:
+                    self._unindex(key, user_id)
+                lock.remove()
+                return False
+            if record.expires <= self._clock():
+                self._remove(key, lock, record)
+                return False
+            if user_id is not None and record.user_id != user_id:
+                self._unindex(key, user_id)
+                return False
+            if kill:
+                self._remove(key, lock, record)
+            return kill
+        finally:
+            lock.release()
+
 
 def _is_shard(entry: os.DirEntry[str]) -> bool:
     name = entry.name
@@ -489,3 +619,15 @@ class AsyncFileStore(InlineAsyncStore):
         if not isinstance(store, FileStore):
             store = FileStore(store, clock=clock, create=create, fsync=fsync)
         super().__init__(store)
+
+    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """See :meth:`FileStore.sessions_for`."""
+        return self.sync.sessions_for(user_id)
+
+    async def revoke(self, key: str) -> bool:
+        """See :meth:`FileStore.revoke`."""
+        return self.sync.revoke(key)
+
+    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """See :meth:`FileStore.revoke_user`."""
+        return self.sync.revoke_user(user_id, keep=keep)

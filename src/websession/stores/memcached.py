@@ -19,6 +19,13 @@ Sessions on several servers are spread by rendezvous hashing of the key,
 without failover: while a server is down, the sessions on it are
 unavailable (503) rather than silently moved, which could later bring back
 a stale copy of a session, or one that was logged out.
+
+No per-user index (``sessions_for``, ``revoke_user``): memcached has no sets
+and no multi-key atomicity, and it evicts items on its own when memory runs
+short, so an index kept in it could silently lose a session that it should
+list. "Log out everywhere" that quietly misses a device is worse than none;
+the store says so instead (:class:`UserIndexUnsupported`). Use Redis or an
+SQL store when you need the index.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
@@ -45,7 +52,7 @@ from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavai
 from ..urls import mask_url
 from .base import Clock, Entry, Meta, check_limit, default_clock
 
-__all__ = ["AsyncMemcachedStore", "MemcachedStore"]
+__all__ = ["AsyncMemcachedStore", "MemcachedStore", "UserIndexUnsupported"]
 
 DEFAULT_PORT = 11211
 DEFAULT_TIMEOUT = 2.0
@@ -69,6 +76,38 @@ _EXPIRES = struct.Struct(">d")
 _EXPIRES_OFFSET = 26
 #: What a tombstone write sends: memcached drops an item with a negative expiry at once.
 _EXPIRED_NOW = -1
+
+
+class UserIndexUnsupported(StoreError, AttributeError):
+    """The store keeps no per-user index, so it cannot list or revoke a user's sessions.
+
+    Also an :class:`AttributeError`, so ``hasattr(store, "sessions_for")`` is
+    False and ``isinstance(store, UserIndex)`` tells the truth.
+    """
+
+
+_NO_INDEX = (
+    "{kind} keeps no per-user index, so it cannot list or revoke a user's sessions: "
+    "memcached has no sets or multi-key updates and evicts items on its own, so an index "
+    "could silently miss a session. Use RedisStore or SQLStore for 'log out everywhere', "
+    "or revoke single sessions with delete(key)"
+)
+
+
+class _NoUserIndex:
+    """Answers ``sessions_for``, ``revoke`` and ``revoke_user`` with the reason they are missing.
+
+    Through ``__getattr__``, not methods or properties: ``isinstance(store,
+    UserIndex)`` looks the names up on the class and must not find them.
+    Hidden from type checkers, which would otherwise accept any attribute.
+    """
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> NoReturn:
+            if name in ("sessions_for", "revoke", "revoke_user"):
+                raise UserIndexUnsupported(_NO_INDEX.format(kind=type(self).__name__))
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def exptime(ttl: float, now: float | None = None) -> int:
@@ -242,7 +281,7 @@ def _seconds(kind: str, name: str, value: float | None) -> float:
     return float(value)
 
 
-class MemcachedStore:
+class MemcachedStore(_NoUserIndex):
     """Sessions in memcached: fast and shared by every worker, but a cache, not a database.
 
     ``client_or_url`` is ``memcached://host:port[,host:port...]`` (keys are
@@ -253,7 +292,9 @@ class MemcachedStore:
     ``HashClient`` you built, used as it is and never closed. Keys are
     ``prefix`` + the hashed session id. memcached may evict any session when
     it runs short of memory, which logs that user out.
-    ``max_item_size`` is the server's ``-I`` setting.
+    ``max_item_size`` is the server's ``-I`` setting. It keeps no per-user
+    index: ``sessions_for`` and the revoke methods raise
+    :class:`UserIndexUnsupported` (see the module docstring).
     """
 
     inline = False
@@ -488,7 +529,7 @@ def _unpack_version(value: bytes) -> int:
     return version
 
 
-class AsyncMemcachedStore:
+class AsyncMemcachedStore(_NoUserIndex):
     """The asyncio form of :class:`MemcachedStore`, for the ASGI middleware.
 
     Same arguments. pymemcache has no asyncio client, so each call runs the

@@ -28,6 +28,22 @@ and gets the ``EVAL``). The client is injected or built from a URL
 Expiry is native: every write sets the TTL in the same script, Redis drops
 the key when it ends, and the entry's ``expires`` is the store clock's now
 plus the remaining ``PTTL``.
+
+The per-user index is one SET per user at ``<prefix>user:<sha256 of the user
+id>`` holding the keys of that user's sessions. On a standalone server (and
+behind Sentinel) the save script also adds the key to it, in the same atomic
+script and round trip (both keys are passed as ``KEYS``). On Cluster the two
+keys live in different slots, so the script cannot touch the index: it
+reports when the session's user changed, and only then (a login, or the first
+save of a signed-in session) the store updates the index with one more,
+pipelined round trip. An anonymous session, or an update that keeps its
+user, costs nothing extra anywhere. Index sets have no TTL (a touch extends a
+session without knowing its user, so a TTL could end the index before the
+session); members whose session ended or now belongs to someone else are
+pruned whenever the index is read (``sessions_for``, ``revoke_user``). Reads
+check every member against its record, so the index never shows another
+user's session; on Cluster it is eventually consistent: a crash between the
+save and the index update leaves that session out of the index.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ import hashlib
 import inspect
 import math
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -122,12 +138,18 @@ if not v then return false end
 return {v, redis.call('PTTL', KEYS[1])}
 """)
 
+# KEYS[2], only on a single server and only with a user: that user's index,
+# which gets ARGV[5], the key without the prefix.
 # ARGV: expected tag + version (10 bytes; '' = create), TTL in ms ('0' =
-# delete), the new value. Replies 1 (saved), -1 (stale version), -2 (gone),
-# -3 (exists on create). GETRANGE answers '' for a missing key.
+# delete), the new value, the new user as '=' .. id ('' = none). Replies -1
+# (stale version), -2 (gone), -3 (exists on create); on success 1 when the
+# session's user did not change, else the previous user as '=' .. id ('' =
+# none), so the caller can fix the index. GETRANGE answers '' for a missing
+# key; the user id's length + 1 sits at bytes 26-29 of the header.
 _SAVE = _Script("""
 local key = KEYS[1]
-local current = redis.call('GETRANGE', key, 0, 9)
+local head = redis.call('GETRANGE', key, 0, 37)
+local current = string.sub(head, 1, 10)
 if ARGV[1] == '' then
   if current ~= '' then return -3 end
 elseif current == '' then
@@ -135,12 +157,34 @@ elseif current == '' then
 elseif current ~= ARGV[1] then
   return -1
 end
+local previous = ''
+if #head == 38 then
+  local lu = struct.unpack('>I4', head, 27)
+  if lu > 0 then previous = '=' .. redis.call('GETRANGE', key, 38, 36 + lu) end
+end
 if ARGV[2] == '0' then
   if current ~= '' then redis.call('DEL', key) end
-  return 1
+  if previous == '' then return 1 end
+  return previous
 end
 redis.call('SET', key, ARGV[3], 'PX', ARGV[2])
-return 1
+if KEYS[2] then redis.call('SADD', KEYS[2], ARGV[5]) end
+if previous == ARGV[4] then return 1 end
+return previous
+""")
+
+# ARGV[1]: the user the session must belong to, as '=' .. id ('' = anyone).
+# Deletes it and replies its user as '=' .. id ('' = none); nil when there is
+# no such session. One key per call, so it runs on Cluster too.
+_REVOKE = _Script("""
+local head = redis.call('GETRANGE', KEYS[1], 0, 37)
+if #head < 38 or string.sub(head, 1, 2) ~= 'W1' then return false end
+local lu = struct.unpack('>I4', head, 27)
+local user = ''
+if lu > 0 then user = '=' .. redis.call('GETRANGE', KEYS[1], 38, 36 + lu) end
+if ARGV[1] ~= '' and user ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return user
 """)
 
 # ARGV: TTL in ms, last seen (8 bytes). PEXPIRE answers 0 for a missing key
@@ -157,6 +201,15 @@ def _ttl_ms(ttl: float) -> bytes:
     if ttl <= 0:
         return b"0"
     return str(max(1, math.ceil(ttl * 1000))).encode()
+
+
+def _user_mark(user_id: str | None) -> bytes:
+    """How the scripts name a user: ``=`` + the id, or empty for none."""
+    return b"" if user_id is None else b"=" + user_id.encode()
+
+
+def _marked_user(mark: bytes) -> str | None:
+    return mark[1:].decode(errors="replace") if mark else None
 
 
 def _text(value: str | None) -> tuple[int, bytes]:
@@ -344,6 +397,10 @@ class _RedisCommon:
         self.prefix = prefix
         self._prefix = prefix.encode()
         self._clock = clock
+        #: On Cluster the index cannot be updated inside the save script (another slot).
+        self._cluster = isinstance(self.client, _PendingCluster) or hasattr(
+            self.client, "nodes_manager"
+        )
 
     def _check_client(self, client: Any) -> None:
         raise NotImplementedError
@@ -422,6 +479,35 @@ class _RedisCommon:
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode()
 
+    def _index_key(self, user_id: str) -> bytes:
+        # Hashed: a user id's length is unbounded, and braces in it would act as
+        # a Cluster hash tag.
+        digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._prefix + b"user:" + digest.encode()
+
+    def _save_call(
+        self, key: str, ttl: float, meta: Meta, args: tuple[bytes, ...]
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The save script's keys and arguments: with the user's index on a single server."""
+        if meta.user_id is None or ttl <= 0 or self._cluster:
+            return (self._key(key),), args
+        return (self._key(key), self._index_key(meta.user_id)), (*args, key.encode())
+
+    def _index_fixes(
+        self, key: str, reply: Any, ttl: float, meta: Meta
+    ) -> list[tuple[str | bytes, ...]]:
+        """Index commands a successful save still needs: none unless the user changed."""
+        if reply == 1:
+            return []
+        member = key.encode()
+        fixes: list[tuple[str | bytes, ...]] = []
+        previous = _marked_user(bytes(reply))
+        if previous is not None:
+            fixes.append(("SREM", self._index_key(previous), member))
+        if self._cluster and ttl > 0 and meta.user_id is not None:
+            fixes.append(("SADD", self._index_key(meta.user_id), member))
+        return fixes
+
     def _error(self, exc: RedisError | RedisClusterException) -> StoreError:
         if isinstance(exc, _UNAVAILABLE) or (
             isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
@@ -432,7 +518,7 @@ class _RedisCommon:
     @staticmethod
     def _save_args(
         payload: bytes, expected_version: int | None, ttl: float, meta: Meta
-    ) -> tuple[int, tuple[bytes, bytes, bytes]]:
+    ) -> tuple[int, tuple[bytes, bytes, bytes, bytes]]:
         """The version a successful save gives, and the save script's arguments."""
         if expected_version is None:
             version, expected = 1, b""
@@ -440,11 +526,11 @@ class _RedisCommon:
             version, expected = expected_version + 1, _VERSION.pack(_TAG, expected_version)
         ttl_ms = _ttl_ms(ttl)
         value = b"" if ttl_ms == b"0" else _pack(version, payload, meta)
-        return version, (expected, ttl_ms, value)
+        return version, (expected, ttl_ms, value, _user_mark(meta.user_id))
 
     @staticmethod
     def _saved(reply: Any, version: int) -> int:
-        if reply == 1:
+        if reply == 1 or isinstance(reply, bytes):
             return version
         if reply == _GONE:
             raise Gone("the session was deleted meanwhile")
@@ -467,6 +553,20 @@ class _RedisCommon:
 
     def _matches(self, prefix: str) -> str:
         return _glob_escape(self.prefix + prefix) + "*"
+
+    def _stale(self, members: list[bytes], found: list[tuple[str, Entry]]) -> list[bytes]:
+        live = {key.encode() for key, _ in found}
+        return [member for member in members if member not in live]
+
+
+def _by_last_seen(found: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
+    found.sort(key=lambda item: item[1].last_seen, reverse=True)
+    return found
+
+
+def _revoked(replies: list[Any]) -> int:
+    """How many revoke scripts deleted a session (the others found none of the user's)."""
+    return sum(reply is not None for reply in replies)
 
 
 def _seconds(kind: str, name: str, value: float | None) -> float:
@@ -542,28 +642,49 @@ class RedisStore(_RedisCommon):
             )
         _refuse_decoding(client, "RedisStore")
 
-    def _eval(self, script: _Script, key: bytes, *args: bytes) -> Any:
+    def _eval(self, script: _Script, keys: tuple[bytes, ...], *args: bytes) -> Any:
         client = self.client
+        count = str(len(keys)).encode()
         try:
             try:
-                return client.execute_command("EVALSHA", script.sha, b"1", key, *args)
+                return client.execute_command("EVALSHA", script.sha, count, *keys, *args)
             except NoScriptError:
                 # The server lost its script cache (restart, SCRIPT FLUSH): EVAL
                 # runs the script and caches it again.
-                return client.execute_command("EVAL", script.body, b"1", key, *args)
+                return client.execute_command("EVAL", script.body, count, *keys, *args)
         except _FAILURES as exc:
             raise self._error(exc) from exc
 
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One round trip."""
-        return self._entry(self._eval(_LOAD, self._prefix + key.encode()))
+        return self._entry(self._eval(_LOAD, (self._prefix + key.encode(),)))
 
     def save(
         self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
     ) -> int:
-        """Version-checked write, new TTL and version bump in one atomic script."""
+        """Version-checked write, new TTL and version bump in one atomic script.
+
+        One round trip, index included, except when the session's user changed
+        on Cluster or left a session that is deleted (see the module docstring).
+        """
         version, args = self._save_args(payload, expected_version, ttl, meta)
-        return self._saved(self._eval(_SAVE, self._key(key), *args), version)
+        keys, call_args = self._save_call(key, ttl, meta, args)
+        reply = self._eval(_SAVE, keys, *call_args)
+        version = self._saved(reply, version)
+        fixes = self._index_fixes(key, reply, ttl, meta)
+        if fixes:
+            self._pipelined(fixes)
+        return version
+
+    def _pipelined(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = pipe.execute()
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+        return replies
 
     def touch(self, key: str, ttl: float) -> bool:
         """Set the TTL to ``ttl`` and last seen to now; False if the key is gone."""
@@ -571,7 +692,7 @@ class RedisStore(_RedisCommon):
             self.delete(key)
             return False
         now = _LAST_SEEN.pack(self._clock())
-        return bool(self._eval(_TOUCH, self._key(key), _ttl_ms(ttl), now))
+        return bool(self._eval(_TOUCH, (self._key(key),), _ttl_ms(ttl), now))
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One ``DEL``."""
@@ -621,6 +742,59 @@ class RedisStore(_RedisCommon):
             pipe.execute_command("PTTL", name)
         replies = pipe.execute(raise_on_error=False)
         return _collect(self, names, replies, user_id)
+
+    # -- the per-user index ----------------------------------------------------
+
+    def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id``, most recently seen first.
+
+        Two round trips: ``SMEMBERS`` of the user's index, then one pipelined
+        read of those sessions; members whose session ended (or changed user)
+        are removed from the index with one more.
+        """
+        index = self._index_key(user_id)
+        try:
+            members = [bytes(m) for m in self.client.execute_command("SMEMBERS", index)]
+            found = self._read_batch([self._prefix + m for m in members], user_id)
+            stale = self._stale(members, found)
+            if stale:
+                self.client.execute_command("SREM", index, *stale)
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+        return _by_last_seen(found)
+
+    def revoke(self, key: str) -> bool:
+        """Delete one session and drop it from its user's index; False if it was not there."""
+        mark = self._eval(_REVOKE, (self._key(key),), b"")
+        if mark is None:
+            return False
+        user_id = _marked_user(bytes(mark))
+        if user_id is not None:
+            self._pipelined([("SREM", self._index_key(user_id), key.encode())])
+        return True
+
+    def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every session of ``user_id`` except the keys in ``keep``; return how many.
+
+        Each delete checks, inside a script, that the session still belongs to
+        ``user_id``. Three round trips, whatever the number of sessions.
+        """
+        index = self._index_key(user_id)
+        kept = {k.encode() for k in keep}
+        mark = _user_mark(user_id)
+        try:
+            members = [bytes(m) for m in self.client.execute_command("SMEMBERS", index)]
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+        doomed = [member for member in members if member not in kept]
+        if not doomed:
+            return 0
+        body = _REVOKE.body
+        replies = self._pipelined(
+            [("EVAL", body, b"1", self._prefix + member, mark) for member in doomed]
+        )
+        self._pipelined([("SREM", index, *doomed)])
+        return _revoked(replies)
 
     def close(self) -> None:
         """Close the idle connections of a client the store built (a client you passed stays open).
@@ -726,26 +900,46 @@ class AsyncRedisStore(_RedisCommon):
             )
         _refuse_decoding(client, "AsyncRedisStore")
 
-    async def _eval(self, script: _Script, key: bytes, *args: bytes) -> Any:
+    async def _eval(self, script: _Script, keys: tuple[bytes, ...], *args: bytes) -> Any:
         client = self.client
+        count = str(len(keys)).encode()
         try:
             try:
-                return await client.execute_command("EVALSHA", script.sha, b"1", key, *args)
+                return await client.execute_command("EVALSHA", script.sha, count, *keys, *args)
             except NoScriptError:
-                return await client.execute_command("EVAL", script.body, b"1", key, *args)
+                return await client.execute_command("EVAL", script.body, count, *keys, *args)
         except _FAILURES as exc:
             raise self._error(exc) from exc
 
     async def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One round trip."""
-        return self._entry(await self._eval(_LOAD, self._key(key)))
+        return self._entry(await self._eval(_LOAD, (self._key(key),)))
 
     async def save(
         self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
     ) -> int:
-        """Version-checked write, new TTL and version bump in one atomic script."""
+        """Version-checked write, new TTL and version bump in one atomic script.
+
+        See :meth:`RedisStore.save` for when the index costs one more round trip.
+        """
         version, args = self._save_args(payload, expected_version, ttl, meta)
-        return self._saved(await self._eval(_SAVE, self._key(key), *args), version)
+        keys, call_args = self._save_call(key, ttl, meta, args)
+        reply = await self._eval(_SAVE, keys, *call_args)
+        version = self._saved(reply, version)
+        fixes = self._index_fixes(key, reply, ttl, meta)
+        if fixes:
+            await self._pipelined(fixes)
+        return version
+
+    async def _pipelined(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute()
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+        return replies
 
     async def touch(self, key: str, ttl: float) -> bool:
         """Set the TTL to ``ttl`` and last seen to now; False if the key is gone."""
@@ -753,7 +947,7 @@ class AsyncRedisStore(_RedisCommon):
             await self.delete(key)
             return False
         now = _LAST_SEEN.pack(self._clock())
-        return bool(await self._eval(_TOUCH, self._key(key), _ttl_ms(ttl), now))
+        return bool(await self._eval(_TOUCH, (self._key(key),), _ttl_ms(ttl), now))
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One ``DEL``."""
@@ -766,6 +960,56 @@ class AsyncRedisStore(_RedisCommon):
         """Return 0: Redis removes expired sessions itself (native TTL); nothing to do."""
         check_limit(limit)
         return 0
+
+    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id``, most recently seen first (see the sync form)."""
+        index = self._index_key(user_id)
+        client = self.client
+        try:
+            members = [bytes(m) for m in await client.execute_command("SMEMBERS", index)]
+            found: list[tuple[str, Entry]] = []
+            if members:
+                pipe = client.pipeline(transaction=False)
+                names = [self._prefix + m for m in members]
+                for name in names:
+                    pipe.execute_command("GET", name)
+                    pipe.execute_command("PTTL", name)
+                replies = await pipe.execute(raise_on_error=False)
+                found = _collect(self, names, replies, user_id)
+            stale = self._stale(members, found)
+            if stale:
+                await client.execute_command("SREM", index, *stale)
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+        return _by_last_seen(found)
+
+    async def revoke(self, key: str) -> bool:
+        """Delete one session and drop it from its user's index; False if it was not there."""
+        mark = await self._eval(_REVOKE, (self._key(key),), b"")
+        if mark is None:
+            return False
+        user_id = _marked_user(bytes(mark))
+        if user_id is not None:
+            await self._pipelined([("SREM", self._index_key(user_id), key.encode())])
+        return True
+
+    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every session of ``user_id`` except the keys in ``keep``; return how many."""
+        index = self._index_key(user_id)
+        kept = {k.encode() for k in keep}
+        try:
+            members = [bytes(m) for m in await self.client.execute_command("SMEMBERS", index)]
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+        doomed = [member for member in members if member not in kept]
+        if not doomed:
+            return 0
+        mark = _user_mark(user_id)
+        replies = await self._pipelined(
+            [("EVAL", _REVOKE.body, b"1", self._prefix + member, mark) for member in doomed]
+        )
+        await self._pipelined([("SREM", index, *doomed)])
+        return _revoked(replies)
 
     async def aclose(self) -> None:
         """Close a client the store built (a client you passed stays open)."""

@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreUnavailable
 from .base import Clock, Entry, InlineAsyncStore, Meta, check_limit, default_clock
@@ -86,6 +86,14 @@ class _Statements:
             "DELETE FROM $T WHERE key IN (SELECT key FROM $T WHERE expires <= ? LIMIT ?)"
         )
         self.entries = render("SELECT key, $S FROM $T WHERE expires > ?")
+        # The user index (user_id) answers these: O(that user's rows), no scan.
+        self.sessions_for = render(
+            "SELECT key, $S FROM $T WHERE user_id = ? AND expires > ? ORDER BY last_seen DESC"
+        )
+        # Expired rows are left to delete_expired: they never load, and counting
+        # only live ones needs no RETURNING (SQLite 3.35+).
+        self.revoke = render("DELETE FROM $T WHERE key = ? AND expires > ?")
+        self.revoke_user = render("DELETE FROM $T WHERE user_id = ? AND expires > ?")
 
 
 class _Local(threading.local):
@@ -150,6 +158,9 @@ class SQLiteStore:
         self._sql_delete = sql.delete
         self._sql_delete_expired = sql.delete_expired
         self._sql_entries = sql.entries
+        self._sql_sessions_for = sql.sessions_for
+        self._sql_revoke = sql.revoke
+        self._sql_revoke_user = sql.revoke_user
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -353,6 +364,43 @@ class SQLiteStore:
             if row[0].startswith(prefix):
                 yield row[0], Entry(*row[1:])
 
+    # -- the per-user index ----------------------------------------------------
+
+    def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id``, most recently seen first.
+
+        One SELECT on the ``user_id`` index: O(that user's rows), never a scan.
+        """
+        try:
+            rows = (
+                self._connection()
+                .execute(self._sql_sessions_for, (user_id, self._clock()))
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return [(row[0], Entry(*row[1:])) for row in rows]
+
+    def revoke(self, key: str) -> bool:
+        """Delete one session; False if it was not there (or had expired)."""
+        try:
+            cursor = self._connection().execute(self._sql_revoke, (key, self._clock()))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return cursor.rowcount == 1
+
+    def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every live session of ``user_id`` except the keys in ``keep``: one DELETE."""
+        kept = sorted(set(keep))
+        sql = self._sql_revoke_user
+        if kept:
+            sql += f" AND key NOT IN ({', '.join('?' * len(kept))})"
+        try:
+            cursor = self._connection().execute(sql, (user_id, self._clock(), *kept))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return cursor.rowcount
+
 
 def _prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string greater than every string starting with ``prefix``, if any.
@@ -395,3 +443,15 @@ class AsyncSQLiteStore(InlineAsyncStore):
     def close(self) -> None:
         """Close the calling thread's connection (see :meth:`SQLiteStore.close`)."""
         self.sync.close()
+
+    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """See :meth:`SQLiteStore.sessions_for`."""
+        return self.sync.sessions_for(user_id)
+
+    async def revoke(self, key: str) -> bool:
+        """See :meth:`SQLiteStore.revoke`."""
+        return self.sync.revoke(key)
+
+    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """See :meth:`SQLiteStore.revoke_user`."""
+        return self.sync.revoke_user(user_id, keep=keep)
