@@ -30,7 +30,7 @@ import pytest
 from helpers import call_wsgi, cookie_value, set_cookies, wsgi_app
 from websession.errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
 from websession.session import Session
-from websession.stores.base import Entry, InspectableStore, Meta
+from websession.stores.base import AsyncUserIndex, Entry, InspectableStore, Meta, UserIndex
 from websession.testing import AsyncStoreContract, FakeClock, StoreContract, make_key
 from websession.urls import mask_url
 from websession.wsgi import SessionMiddleware as WSGIMiddleware
@@ -236,26 +236,81 @@ class TestAsyncSQLiteContract(_AsyncContract):
 # -- statements and table contents ----------------------------------------------------------
 
 
-class StatementLog:
-    """Every statement an engine sends, from SQLAlchemy's before_cursor_execute event."""
+class CursorLog:
+    """The statements on one table as the driver's cursors receive them.
 
-    def __init__(self, engine: sa.Engine) -> None:
+    Counted below SQLAlchemy (a cursor class given to the driver through
+    ``connect_args``), so statements the store sends on the DBAPI connection
+    directly count as much as those that go through Core.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
         self.statements: list[str] = []
-        sa.event.listen(engine, "before_cursor_execute", self._record)
 
-    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement.split(None, 1)[0].upper())
+    def record(self, sql: Any) -> None:
+        text = str(sql)
+        if self.table in text:
+            self.statements.append(text.split(None, 1)[0].upper())
 
     def during(self, operation: Callable[[], Any]) -> list[str]:
         self.statements.clear()
         operation()
         return list(self.statements)
 
+    def connect_args(self, backend: str, *, asynchronous: bool = False) -> dict[str, Any]:
+        log = self
+        if backend == "postgresql":
+            import psycopg
 
-def test_one_statement_per_operation_on_the_happy_path(database: Database) -> None:
+            base: Any = psycopg.AsyncCursor if asynchronous else psycopg.Cursor
+
+            class PsycopgCursor(base):  # type: ignore[misc]
+                def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+                    log.record(query)
+                    return super().execute(query, params, **options)
+
+            return {"cursor_factory": PsycopgCursor}
+        if backend == "mysql":
+            if asynchronous:
+                pytest.skip("asyncmy's cursor classes are compiled and cannot be subclassed")
+            import pymysql.cursors
+
+            class PyMySQLCursor(pymysql.cursors.Cursor):
+                def execute(self, query: Any, args: Any = None) -> Any:
+                    log.record(query)
+                    return super().execute(query, args)
+
+            return {"cursorclass": PyMySQLCursor}
+        import sqlite3
+
+        class SQLiteCursor(sqlite3.Cursor):
+            def execute(self, sql: str, parameters: Any = (), /) -> Any:
+                log.record(sql)
+                return super().execute(sql, parameters)
+
+        class SQLiteConnection(sqlite3.Connection):
+            def cursor(self, factory: Any = SQLiteCursor) -> Any:
+                return super().cursor(factory)
+
+        return {"factory": SQLiteConnection}
+
+
+@pytest.mark.parametrize("engine_kind", ["built", "yours"])
+def test_one_statement_per_operation_on_the_happy_path(
+    database: Database, engine_kind: str
+) -> None:
+    # The store's own engine runs the hot statements on the DBAPI connection; an
+    # engine you pass goes through Core. Either way one statement per operation.
     clock = FakeClock()
-    store = database.store(clock)
-    log = StatementLog(store.engine)
+    table = database.new_table()
+    log = CursorLog(table)
+    connect_args = log.connect_args(database.name)
+    if engine_kind == "built":
+        store = SQLStore(database.url, table=table, clock=clock, connect_args=connect_args)
+    else:
+        engine = sa.create_engine(database.url, connect_args=connect_args)
+        store = SQLStore(engine, table=table, clock=clock)
     key = make_key("statements")
     version = 0
 
@@ -270,6 +325,9 @@ def test_one_statement_per_operation_on_the_happy_path(database: Database) -> No
     ) == ["UPDATE"]
     assert log.during(lambda: store.touch(key, TTL)) == ["UPDATE"]
     assert log.during(lambda: store.delete_expired(10)) == ["DELETE"]
+    assert log.during(lambda: store.sessions_for("u1")) == ["SELECT"]
+    assert log.during(lambda: store.revoke_user("u1", keep=[key])) == ["DELETE"]
+    assert log.during(lambda: store.revoke(key)) == ["DELETE"]
     assert log.during(lambda: store.delete(key)) == ["DELETE"]
     assert log.during(lambda: store.load(key)) == ["SELECT"]
     # A refused update costs one more statement, which tells Conflict from Gone.
@@ -278,14 +336,27 @@ def test_one_statement_per_operation_on_the_happy_path(database: Database) -> No
         store.save(key, b"x", expected_version=version, ttl=TTL, meta=meta())
     assert log.statements == ["UPDATE", "SELECT"]
     store.close()
+    if engine_kind == "yours":
+        store.engine.dispose()
 
 
-def test_async_store_sends_one_statement_per_operation(database: Database) -> None:
+@pytest.fixture(params=["postgresql", "sqlite"])
+def async_counted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """PostgreSQL and SQLite, whose asyncio drivers take a cursor class of ours."""
+    yield from open_database(request.param, tmp_path)
+
+
+def test_async_store_sends_one_statement_per_operation(async_counted: Database) -> None:
+    database = async_counted
     table = database.new_table()
+    log = CursorLog(table)
 
     async def main() -> list[list[str]]:
-        store = AsyncSQLStore(database.url, table=table)
-        log = StatementLog(store.engine.sync_engine)
+        store = AsyncSQLStore(
+            database.url,
+            table=table,
+            connect_args=log.connect_args(database.name, asynchronous=True),
+        )
         key = make_key("async-statements")
         seen = []
         log.statements.clear()
@@ -294,6 +365,8 @@ def test_async_store_sends_one_statement_per_operation(database: Database) -> No
         for operation in (
             lambda: store.load(key),
             lambda: store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta()),
+            lambda: store.sessions_for("u1"),
+            lambda: store.revoke_user("u1", keep=[key]),
             lambda: store.delete(key),
         ):
             log.statements.clear()
@@ -302,7 +375,9 @@ def test_async_store_sends_one_statement_per_operation(database: Database) -> No
         await store.aclose()
         return seen
 
-    assert asyncio.run(main()) == [["INSERT"], ["SELECT"], ["UPDATE"], ["DELETE"]]
+    assert asyncio.run(main()) == [
+        ["INSERT"], ["SELECT"], ["UPDATE"], ["SELECT"], ["DELETE"], ["DELETE"],
+    ]  # fmt: skip
 
 
 def test_the_raw_table_holds_no_session_id(database: Database) -> None:
@@ -359,6 +434,107 @@ def test_metadata_is_kept_outside_the_payload(database: Database) -> None:
     assert tuple(row) == ("Alice", "203.0.113.9")
     # User ids compare exactly, also on MySQL, whose default collation ignores case.
     assert [k for k, _ in store.entries(user_id="Alice")] == [key]
+
+
+# -- the per-user index --------------------------------------------------------------------------
+
+
+def test_the_user_index_lists_and_revokes_live_sessions(database: Database) -> None:
+    clock = FakeClock()
+    store = database.store(clock)
+    assert isinstance(store, UserIndex)
+    alice = [make_key(f"alice-{i}") for i in range(3)]
+    for key in alice:
+        store.save(key, b"a", expected_version=None, ttl=TTL, meta=meta(clock(), user_id="alice"))
+        clock.advance(1)
+    bob = make_key("bob")
+    store.save(bob, b"b", expected_version=None, ttl=TTL, meta=meta(clock(), user_id="bob"))
+    expired = make_key("alice-expired")
+    store.save(expired, b"x", expected_version=None, ttl=0.5, meta=meta(clock(), user_id="alice"))
+    clock.advance(1)
+    # Touching makes a session the most recently seen.
+    store.touch(alice[0], TTL)
+
+    found = store.sessions_for("alice")
+    assert [k for k, _ in found] == [alice[0], alice[2], alice[1]]
+    assert all(e.user_id == "alice" and e.payload == b"a" for _, e in found)
+    assert store.sessions_for("ALICE") == []  # user ids compare exactly
+    assert store.revoke(expired) is False  # expired: not there any more
+    assert store.revoke(alice[1]) is True
+    assert store.revoke(alice[1]) is False
+    assert store.load(alice[1]) is None
+    assert store.revoke_user("alice", keep=[alice[0]]) == 1
+    assert [k for k, _ in store.sessions_for("alice")] == [alice[0]]
+    assert store.revoke_user("alice") == 1
+    assert store.sessions_for("alice") == []
+    assert store.revoke_user("nobody", keep=[]) == 0
+    assert [k for k, _ in store.sessions_for("bob")] == [bob]  # other users untouched
+    with pytest.raises(SessionConfigError, match="collection"):
+        store.revoke_user("bob", keep=bob)  # type: ignore[arg-type]
+
+
+def test_the_async_user_index(database: Database) -> None:
+    table = database.new_table()
+
+    async def main() -> None:
+        clock = FakeClock()
+        store = AsyncSQLStore(database.url, table=table, clock=clock)
+        assert isinstance(store, AsyncUserIndex)
+        keys = [make_key(f"async-user-{i}") for i in range(3)]
+        for key in keys:
+            await store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(clock()))
+            clock.advance(1)
+        assert [k for k, _ in await store.sessions_for("u1")] == list(reversed(keys))
+        assert await store.revoke(keys[0]) is True
+        assert await store.revoke(keys[0]) is False
+        assert await store.revoke_user("u1", keep={keys[2]}) == 1
+        assert [k for k, _ in await store.sessions_for("u1")] == [keys[2]]
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_user_index_queries_use_the_user_id_index(postgres: Database) -> None:
+    # Enough rows over enough users that a sequential scan would be the planner's
+    # choice without the index; EXPLAIN then names the index the store's own SQL uses.
+    store = postgres.store()
+    rows = [
+        {
+            "session_key": make_key(f"plan-{i}"), "payload": b"x", "version": 1,
+            "created_at": 0.0, "updated_at": float(i), "expires_at": 4e9,
+            "user_id": f"user-{i % 500}", "ip": None, "user_agent": None,
+        }
+        for i in range(5000)
+    ]  # fmt: skip
+    index = f"{store.table_name}_user_id"
+    with postgres.admin.begin() as conn:
+        conn.execute(sa.insert(store.table), rows)
+        conn.exec_driver_sql(f"ANALYZE {store.table_name}")
+    statements = store._sql
+    plans = {}
+    with postgres.admin.connect() as conn:
+        # The exact text and parameters the store sends on its direct path ...
+        for name, statement, params in (
+            ("sessions_for", statements.sessions_for, {"p_user": "user-7", "p_now": 1.0}),
+            ("revoke", statements.revoke, {"p_key": make_key("plan-7"), "p_now": 1.0}),
+        ):
+            assert statement.text is not None
+            rows = conn.exec_driver_sql("EXPLAIN " + statement.text, statement.bind(params))
+            plans[name] = "\n".join(rows.scalars())
+    # ... and revoke_user, which goes through Core (its IN list is rendered per call):
+    # caught as sent, then explained with the same parameters.
+    sent: list[tuple[str, Any]] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: sent.append((a[2], a[3])))
+    store.revoke_user("user-nobody", keep=[make_key("plan-7"), make_key("plan-507")])
+    [(sql, parameters)] = sent
+    with postgres.admin.connect() as conn:
+        plans["revoke_user"] = "\n".join(
+            conn.exec_driver_sql("EXPLAIN " + sql, parameters).scalars()
+        )
+    assert index in plans["sessions_for"], plans["sessions_for"]
+    assert index in plans["revoke_user"], plans["revoke_user"]
+    assert "Seq Scan" not in plans["sessions_for"]
+    assert f"{store.table_name}_pkey" in plans["revoke"]
 
 
 # -- the table is created on request only ------------------------------------------------------
@@ -623,27 +799,155 @@ def _terminate(admin: sa.Engine, application_name: str) -> int:
     return len(killed)
 
 
-@pytest.mark.parametrize("pre_ping", [True, False])
+@pytest.mark.parametrize("engine_kind", ["built", "yours"])
 def test_a_killed_postgresql_connection_recovers_without_restart(
-    postgres: Database, pre_ping: bool
+    postgres: Database, engine_kind: str
 ) -> None:
     name = f"websession-test-{uuid.uuid4().hex[:8]}"
-    store = postgres.store(connect_args={"application_name": name}, pool_pre_ping=pre_ping)
+    connect_args = {"application_name": name}
+    if engine_kind == "built":
+        store = postgres.store(connect_args=connect_args)
+        assert store.engine.pool._pre_ping is False  # no extra round trip per call
+    else:
+        engine = sa.create_engine(POSTGRES_URL, connect_args=connect_args)
+        store = SQLStore(engine, table=postgres.new_table())
     key = make_key("survivor")
     version = store.save(key, b"before", expected_version=None, ttl=TTL, meta=meta(time.time()))
     assert _terminate(postgres.admin, name) >= 1
-    # The next call reconnects (pre-ping) or fails once as unavailable; the one after works.
-    if not pre_ping:
-        with pytest.raises(StoreUnavailable, match="unavailable"):
-            store.load(key)
+    # The dead connection fails its statement, which is retried on a fresh one.
     entry = store.load(key)
     assert entry is not None
     assert (entry.payload, entry.version) == (b"before", version)
+    assert _terminate(postgres.admin, name) >= 1
     version = store.save(key, b"after", expected_version=version, ttl=TTL, meta=meta(time.time()))
     entry = store.load(key)
     assert entry is not None
     assert (entry.payload, entry.version) == (b"after", version)
     store.close()
+    store.engine.dispose()
+
+
+def test_the_async_store_recovers_from_a_killed_connection_too(postgres: Database) -> None:
+    name = f"websession-test-{uuid.uuid4().hex[:8]}"
+    table = postgres.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(POSTGRES_URL, table=table, connect_args={"application_name": name})
+        key = make_key("async-survivor")
+        version = await store.save(key, b"v", expected_version=None, ttl=TTL, meta=meta())
+        assert _terminate(postgres.admin, name) >= 1
+        entry = await store.load(key)
+        assert entry is not None
+        assert entry.version == version
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_second_disconnect_in_a_row_is_unavailable(
+    postgres: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = postgres.store()
+    attempts = 0
+
+    def always_disconnected(step: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise sa.exc.OperationalError(
+            "SELECT", None, Exception("gone"), connection_invalidated=True
+        )
+
+    monkeypatch.setattr(store, "_attempt", always_disconnected)
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        store.load(make_key("x"))
+    assert attempts == 2  # retried once, not more
+
+
+def test_an_unreachable_server_is_tried_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A connection that cannot be opened is not a dropped one: no retry doubles the wait.
+    store = SQLStore("postgresql+psycopg://user@127.0.0.1:1/db")
+    opened = 0
+    connect = store.engine.raw_connection
+
+    def counting() -> Any:
+        nonlocal opened
+        opened += 1
+        return connect()
+
+    monkeypatch.setattr(store.engine, "raw_connection", counting)
+    with pytest.raises(StoreUnavailable):
+        store.load(make_key("x"))
+    assert opened == 1
+    store.close()
+
+
+class _CommitThenDrop:
+    """Runs each statement, then (once, for the chosen kind) reports the connection dropped.
+
+    The statement has committed, as when a server dies after COMMIT but before
+    its reply arrives: the retry must not turn the landed write into an error.
+    """
+
+    def __init__(self, store: SQLStore, verb: str) -> None:
+        self.real = store._attempt
+        self.verb = verb
+        self.dropped = False
+
+    def __call__(self, step: Any) -> Any:
+        result = self.real(step)
+        text = step.statement.text or ""
+        if not self.dropped and text.startswith(self.verb):
+            self.dropped = True
+            raise sa.exc.OperationalError(
+                text, None, Exception("server closed the connection"), connection_invalidated=True
+            )
+        return result
+
+
+@pytest.mark.parametrize("verb", ["INSERT", "UPDATE"])
+def test_a_save_that_landed_before_the_connection_died_succeeds(
+    database: Database, monkeypatch: pytest.MonkeyPatch, verb: str
+) -> None:
+    store = database.store()
+    key = make_key(f"landed-{verb}")
+    version = None
+    if verb == "UPDATE":
+        version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    dropper = _CommitThenDrop(store, verb)
+    monkeypatch.setattr(store, "_attempt", dropper)
+    new = store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta(time.time()))
+    assert dropper.dropped
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"two", new)
+    assert new == (1 if version is None else version + 1)
+
+
+def test_a_retried_save_still_conflicts_with_someone_elses_write(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = database.store()
+    key = make_key("retried-conflict")
+    v1 = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    store.save(key, b"theirs", expected_version=v1, ttl=TTL, meta=meta(time.time()))
+    real = store._attempt
+    calls = 0
+
+    def drop_first(step: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sa.exc.OperationalError(
+                "UPDATE", None, Exception("x"), connection_invalidated=True
+            )
+        return real(step)
+
+    monkeypatch.setattr(store, "_attempt", drop_first)
+    with pytest.raises(Conflict):
+        store.save(key, b"mine", expected_version=v1, ttl=TTL, meta=meta(time.time()))
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"theirs"
 
 
 def test_a_connection_killed_mid_save_leaves_no_corrupt_session(postgres: Database) -> None:

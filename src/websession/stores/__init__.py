@@ -13,6 +13,7 @@ from .memory import AsyncMemoryStore, MemoryStore
 
 if TYPE_CHECKING:
     from .file import AsyncFileStore, FileStore
+    from .layered import AsyncLayeredStore, LayeredStore
     from .memcached import AsyncMemcachedStore, MemcachedStore
     from .redis import AsyncRedisStore, RedisStore
     from .sql import AsyncSQLStore, SQLStore
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncFileStore",
+    "AsyncLayeredStore",
     "AsyncMemcachedStore",
     "AsyncMemoryStore",
     "AsyncRedisStore",
@@ -31,6 +33,7 @@ __all__ = [
     "Entry",
     "FileStore",
     "InspectableStore",
+    "LayeredStore",
     "MemcachedStore",
     "MemoryStore",
     "Meta",
@@ -52,6 +55,8 @@ _LAZY = {
     "AsyncMemcachedStore": ".memcached",
     "SQLStore": ".sql",
     "AsyncSQLStore": ".sql",
+    "LayeredStore": ".layered",
+    "AsyncLayeredStore": ".layered",
 }
 
 

@@ -35,9 +35,11 @@ never parses a payload, so rows written by a newer websession load fine.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import logging
 import shlex
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -45,7 +47,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
 from ..urls import mask_url
@@ -61,6 +64,8 @@ __all__ = [
     "is_sql_url",
     "sync_url",
 ]
+
+log = logging.getLogger("websession")
 
 DEFAULT_TABLE = "websession_sessions"
 #: Seconds to wait for a connection to a database server built from a URL.
@@ -252,16 +257,59 @@ def _write_version(conn: Connection, record: sa.Table, version: int, now: float 
 _ROWS = 0  # the step wants the rowcount
 _FIRST = 1  # the first row, or None
 _INSERT = 2  # True, or False on a unique violation
+_ALL = 3  # every row
+
+
+class _Statement:
+    """One statement: its Core form, and its SQL text compiled once for the engine's dialect.
+
+    The text is what the direct path hands the driver; values still travel as
+    bound parameters, never formatted into the SQL. ``text`` is None for a
+    statement whose SQL depends on its values (an expanding ``IN``), which
+    always goes through Core.
+    """
+
+    __slots__ = ("core", "fixed", "order", "text")
+
+    def __init__(self, core: Any, dialect: sa.Dialect, *, direct: bool = True) -> None:
+        self.core = core
+        self.text: str | None = None
+        self.order: tuple[str, ...] | None = None
+        self.fixed: dict[str, Any] = {}
+        if direct:
+            compiled = core.compile(dialect=dialect)
+            self.text = compiled.string
+            # Constants in the statement (version = 1, version + 1) are parameters too.
+            self.fixed = {
+                name: bind.effective_value
+                for bind, name in compiled.bind_names.items()
+                if not bind.required and bind.effective_value is not None
+            }
+            if compiled.positional:
+                self.order = tuple(compiled.positiontup or ())
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        """The parameters in the form the driver's paramstyle wants."""
+        if self.fixed:
+            params = {**self.fixed, **params}
+        order = self.order
+        if order is None:
+            return params
+        return tuple([params[name] for name in order])
 
 
 class _Step(NamedTuple):
-    statement: Any
+    statement: _Statement
     params: dict[str, Any]
     mode: int
 
 
+#: Yielded by a save's steps to ask the driver whether a step was retried after a disconnect.
+_RETRIED = object()
+
+
 class _Statements:
-    """Every statement the store runs, built once per store; values travel as parameters."""
+    """Every statement the store runs, built (and compiled) once per store."""
 
     def __init__(self, table: sa.Table, dialect: sa.Dialect) -> None:
         c = table.c
@@ -271,8 +319,13 @@ class _Statements:
             c.payload, c.version, c.created_at, c.updated_at, c.expires_at,
             c.user_id, c.ip, c.user_agent,
         )  # fmt: skip
-        self.load = sa.select(*self.columns).where(key, live)
-        self.live_version = sa.select(c.version).where(key, live)
+
+        def prepare(core: Any, *, direct: bool = True) -> _Statement:
+            return _Statement(core, dialect, direct=direct)
+
+        self.load = prepare(sa.select(*self.columns).where(key, live))
+        self.live_version = prepare(sa.select(c.version).where(key, live))
+        self.live_payload = prepare(sa.select(c.version, c.payload).where(key, live))
         values = {
             "payload": sa.bindparam("p_payload", type_=c.payload.type),
             "created_at": sa.bindparam("p_created", type_=c.created_at.type),
@@ -282,23 +335,25 @@ class _Statements:
             "ip": sa.bindparam("p_ip", type_=c.ip.type),
             "user_agent": sa.bindparam("p_agent", type_=c.user_agent.type),
         }
-        self.insert = sa.insert(table).values(
-            session_key=sa.bindparam("p_key", type_=c.session_key.type), version=1, **values
+        self.insert = prepare(
+            sa.insert(table).values(
+                session_key=sa.bindparam("p_key", type_=c.session_key.type), version=1, **values
+            )
         )
-        self.take_over = (
+        self.take_over = prepare(
             sa.update(table)
             .where(key, c.expires_at <= sa.bindparam("p_now"))
             .values(version=1, **values)
         )
-        self.update = (
+        self.update = prepare(
             sa.update(table)
             .where(key, c.version == sa.bindparam("p_expected"), live)
             .values(version=c.version + 1, **values)
         )
-        self.delete_version = sa.delete(table).where(
-            key, c.version == sa.bindparam("p_expected"), live
+        self.delete_version = prepare(
+            sa.delete(table).where(key, c.version == sa.bindparam("p_expected"), live)
         )
-        self.touch = (
+        self.touch = prepare(
             sa.update(table)
             .where(key, live)
             .values(
@@ -306,8 +361,24 @@ class _Statements:
                 updated_at=sa.bindparam("p_seen", type_=c.updated_at.type),
             )
         )
-        self.delete = sa.delete(table).where(key)
-        self.delete_expired = self._delete_expired(table, dialect)
+        self.delete = prepare(sa.delete(table).where(key))
+        self.delete_expired = prepare(self._delete_expired(table, dialect))
+        # The per-user index: each one statement on the user_id index.
+        user = c.user_id == sa.bindparam("p_user", type_=c.user_id.type)
+        self.sessions_for = prepare(
+            sa.select(c.session_key, *self.columns)
+            .where(user, live)
+            .order_by(c.updated_at.desc(), c.session_key)
+        )
+        self.revoke = prepare(sa.delete(table).where(key, live))
+        self.revoke_user = prepare(
+            sa.delete(table).where(
+                user,
+                live,
+                c.session_key.not_in(sa.bindparam("p_keep", expanding=True)),
+            ),
+            direct=False,  # the SQL depends on how many keys are kept
+        )
 
     @staticmethod
     def _delete_expired(table: sa.Table, dialect: sa.Dialect) -> Any:
@@ -387,10 +458,10 @@ def _check_name(kind: str, option: str, value: Any) -> None:
 
 
 class _SQLCommon:
-    """Configuration, statements and the decisions of every operation, free of I/O.
+    """Configuration, statements and every operation, written once.
 
-    The two subclasses only carry the steps out: :class:`SQLStore` with a
-    connection, :class:`AsyncSQLStore` with ``await``.
+    The operations are synchronous methods on the sync engine; :class:`SQLStore`
+    calls them directly and :class:`AsyncSQLStore` awaits them in a greenlet.
     """
 
     inline = False
@@ -459,6 +530,21 @@ class _SQLCommon:
         #: Both tables (sessions and schema record), e.g. for ``metadata.drop_all(engine)``.
         self.metadata = self._schema.metadata
         self._sql = _Statements(self.table, dialect)
+        #: The sync engine every operation runs on (the async store's ``sync_engine``).
+        self._engine: Engine = self._sync_engine(self.engine)
+        # Engines the store built run the hot statements on the pooled DBAPI connection
+        # directly (see _direct); an engine you pass goes through Core, so its events,
+        # instrumentation and transaction settings see every statement.
+        self._direct = self._owned
+        #: Connections held checked out between calls, each with its cursor (see _direct_attempt).
+        self._idle: collections.deque[tuple[Any, Any, Any]] = collections.deque()
+        pool = self._engine.pool
+        size = getattr(pool, "size", None)
+        # None for pools that keep nothing (NullPool) or that must check every
+        # checkout (pool_pre_ping=True, if you ask for it): those always use the pool.
+        self._keep = size() if callable(size) and not pool._pre_ping else 0
+        self._dialect = dialect
+        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self.url = self.engine.url.render_as_string(hide_password=True)
         query = [f"table={table}"] if table != DEFAULT_TABLE else []
         if schema is not None:
@@ -498,7 +584,9 @@ class _SQLCommon:
             connect_args["timeout"] = float(timeout)  # how long a writer waits for the lock
         connect_args.update(options.pop("connect_args", {}))
         settings: dict[str, Any] = {
-            "pool_pre_ping": True,
+            # No pre-ping round trip per checkout: a connection that died in the pool
+            # fails its statement, which is retried once on a fresh one (see _run).
+            "pool_pre_ping": False,
             "isolation_level": "AUTOCOMMIT",
             "hide_parameters": True,  # payloads must not end up in error messages and logs
         }
@@ -546,11 +634,226 @@ class _SQLCommon:
             return StoreUnavailable(f"the database at {self.url} is unavailable: {_reason(exc)}")
         return StoreError(f"the database at {self.url} refused a session statement: {_reason(exc)}")
 
+    # -- carrying statements out (sync; the async store runs these in a greenlet) ----------
+
+    def _run(self, step: _Step) -> tuple[Any, bool]:
+        """The step's result, and whether it had to be retried after a disconnect.
+
+        No pre-ping: a pooled connection that died while idle (database restart,
+        failover, an idle timeout in a proxy) fails its statement with a
+        disconnect, and the statement runs once more on a fresh connection; a
+        second failure is StoreUnavailable. Running a statement twice is safe:
+
+        - ``load``, ``sessions_for`` and ``touch`` read or set absolute values;
+          ``delete``, ``revoke`` and ``revoke_user`` are idempotent;
+        - a save's UPDATE / DELETE is version-checked. If the first attempt
+          committed before the connection died, the retry matches no row, and
+          the save's steps ask (``_RETRIED``) and find the row holding exactly
+          this payload at the version this save gives: success. Otherwise the
+          answer is the ordinary Conflict (someone else saved: the flow replays
+          this request's changes) or Gone;
+        - a create's INSERT that committed comes back from the retry as a unique
+          violation; the same check finds the row with this payload at version 1;
+        - ``delete_expired`` may report only the retry's count; it is a batch
+          size, and the next run sees what is left.
+
+        A connection that cannot be opened at all is not retried: a second
+        attempt would only double the wait for a server that is down.
+        """
+        retried = False
+        while True:
+            try:
+                return self._attempt(step), retried
+            except sa_exc.IntegrityError as exc:
+                if step.mode == _INSERT:
+                    return False, retried
+                raise self._error(exc) from exc
+            except sa_exc.DBAPIError as exc:
+                if exc.connection_invalidated and not retried:
+                    log.info("the database at %s dropped a connection; retrying once", self.url)
+                    retried = True
+                    continue
+                raise self._error(exc) from exc
+            except sa_exc.SQLAlchemyError as exc:
+                raise self._error(exc) from exc
+
+    def _attempt(self, step: _Step) -> Any:
+        statement, params, mode = step
+        if self._direct and statement.text is not None:
+            return self._direct_attempt(statement, params, mode)
+        connect = self._engine.connect if self._autocommit else self._engine.begin
+        with connect() as conn:
+            result = conn.execute(statement.core, params)
+            if mode == _FIRST:
+                return result.first()
+            if mode == _ROWS:
+                return result.rowcount
+            if mode == _ALL:
+                return result.all()
+            return True
+
+    def _direct_attempt(self, statement: _Statement, params: dict[str, Any], mode: int) -> Any:
+        """Run a precompiled statement on a pooled DBAPI connection, without Core's per-call work.
+
+        Core's Connection, execution context and result objects, and the pool's
+        own check-out and check-in, cost as much as the database round trip on a
+        fast network. So a few connections (as many as the pool keeps) stay
+        checked out with an open cursor, in a stack any thread pops one from
+        without a lock; the rest of the time the pool serves. The dialect's
+        disconnect detection and SQLAlchemy's exception types are still used,
+        so errors look exactly like the Core path's.
+        """
+        dialect = self._dialect
+        dbapi_error = self._dbapi_error
+        text = statement.text
+        pool = self._engine.pool
+        try:
+            held = self._idle.pop()
+        except IndexError:
+            held = None
+        if held is not None and held[0] is pool:
+            conn, cursor = held[1], held[2]
+        else:
+            if held is not None:  # from a pool that close() disposed of meanwhile
+                held[1].close()
+            try:
+                conn = self._engine.raw_connection()
+                cursor = conn.cursor()
+            except dbapi_error as exc:
+                raise _wrap(text, exc, dbapi_error, dialect, disconnect=False) from exc
+        try:
+            cursor.execute(text, statement.bind(params))
+            if mode == _FIRST:
+                # fetchall, so the statement is finished (SQLite would otherwise keep
+                # its read snapshot open while the cursor waits in the stack).
+                rows = cursor.fetchall()
+                value = rows[0] if rows else None
+            elif mode == _ROWS:
+                value = cursor.rowcount
+            elif mode == _ALL:
+                value = cursor.fetchall()
+            else:
+                value = True
+        except dbapi_error as exc:
+            disconnect = dialect.is_disconnect(exc, conn.dbapi_connection, cursor)  # type: ignore[arg-type]
+            if disconnect:
+                # As Core does: the pool renews every connection as old as this one,
+                # and the held ones go too, so the retry gets a live connection.
+                pool._invalidate(conn, exc)
+                self._release_idle(invalidate=True)
+            else:
+                with contextlib.suppress(dbapi_error):
+                    cursor.close()
+                conn.close()
+            raise _wrap(text, exc, dbapi_error, dialect, disconnect=disconnect) from exc
+        except BaseException:
+            # Interrupted mid-statement: the connection's state is unknown.
+            conn.invalidate()
+            raise
+        if len(self._idle) < self._keep:
+            self._idle.append((pool, conn, cursor))
+        else:
+            cursor.close()
+            conn.close()
+        return value
+
+    def _release_idle(self, *, invalidate: bool = False) -> None:
+        """Hand the held connections back to the pool (or close them, after a disconnect)."""
+        while True:
+            try:
+                _pool, conn, cursor = self._idle.pop()
+            except IndexError:
+                return
+            if invalidate:
+                conn.invalidate()
+            else:
+                with contextlib.suppress(self._dbapi_error):
+                    cursor.close()
+                conn.close()
+
+    def _drive(self, steps: Generator[Any, Any, int]) -> int:
+        retried = False
+        try:
+            step = next(steps)
+            while True:
+                if step is _RETRIED:
+                    value: Any = retried
+                else:
+                    value, again = self._run(step)
+                    retried = retried or again
+                step = steps.send(value)
+        except StopIteration as done:
+            return int(done.value)
+
+    # -- the operations, sync; SQLStore calls them, AsyncSQLStore awaits them in a greenlet
+
+    def _load(self, key: str) -> Entry | None:
+        row, _ = self._run(_Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST))
+        return None if row is None else _entry(row)
+
+    def _save(
+        self, key: str, payload: bytes, expected_version: int | None, ttl: float, meta: Meta
+    ) -> int:
+        return self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
+
+    def _touch(self, key: str, ttl: float) -> bool:
+        rows, _ = self._run(self._touch_step(key, ttl))
+        return bool(rows == 1 and ttl > 0)
+
+    def _delete(self, key: str) -> None:
+        self._run(_Step(self._sql.delete, {"p_key": key}, _ROWS))
+
+    def _delete_expired(self, limit: int) -> int:
+        check_limit(limit)
+        step = _Step(self._sql.delete_expired, {"p_now": self._clock(), "p_limit": limit}, _ROWS)
+        return int(self._run(step)[0])
+
+    def _entry_rows(
+        self, prefix: str, user_id: str | None, limit: int | None
+    ) -> list[tuple[str, Entry]]:
+        c = self.table.c
+        stmt = sa.select(c.session_key, *self._sql.columns).where(c.expires_at > self._clock())
+        if user_id is not None:
+            stmt = stmt.where(c.user_id == user_id)
+        if prefix:
+            # A range on the primary key rather than LIKE, which treats % and _ as wildcards.
+            stmt = stmt.where(c.session_key >= prefix)
+            upper = _prefix_upper_bound(prefix)
+            if upper is not None:
+                stmt = stmt.where(c.session_key < upper)
+        stmt = stmt.order_by(c.updated_at.desc(), c.session_key)
+        if limit is not None:
+            stmt = stmt.limit(check_limit(limit))
+        rows, _ = self._run(_Step(_Statement(stmt, self._dialect, direct=False), {}, _ALL))
+        return [(row[0], _entry(row[1:])) for row in rows if row[0].startswith(prefix)]
+
+    def _sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        step = _Step(self._sql.sessions_for, {"p_user": user_id, "p_now": self._clock()}, _ALL)
+        rows, _ = self._run(step)
+        return [(row[0], _entry(row[1:])) for row in rows]
+
+    def _revoke(self, key: str) -> bool:
+        step = _Step(self._sql.revoke, {"p_key": key, "p_now": self._clock()}, _ROWS)
+        return bool(self._run(step)[0] == 1)
+
+    def _revoke_user(self, user_id: str, keep: Collection[str]) -> int:
+        if isinstance(keep, str):
+            raise SessionConfigError("keep= takes a collection of keys, not one key as a string")
+        params = {"p_user": user_id, "p_now": self._clock(), "p_keep": sorted(set(keep))}
+        return int(self._run(_Step(self._sql.revoke_user, params, _ROWS))[0])
+
+    def _migrate_sync(self, *, upgrade: bool) -> SchemaChange:
+        try:
+            with self._engine.connect() as conn:
+                return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+
     # -- the decisions, as steps a driver carries out ------------------------------------
 
     def _save_steps(
         self, key: str, payload: bytes, expected_version: int | None, ttl: float, meta: Meta
-    ) -> Generator[_Step, Any, int]:
+    ) -> Generator[Any, Any, int]:
         sql = self._sql
         now = self._clock()
         if ttl <= 0:
@@ -584,13 +887,26 @@ class _SQLCommon:
             # The key exists: an expired row may be taken over, a live one may not.
             if (yield _Step(sql.take_over, params, _ROWS)) == 1:
                 return 1
+            if (yield from self._landed(key, payload, 1, now)):
+                return 1
             raise Conflict("a session with this key already exists")
         params["p_expected"] = expected_version
         if (yield _Step(sql.update, params, _ROWS)) == 1:
             return expected_version + 1
+        if (yield from self._landed(key, payload, expected_version + 1, now)):
+            return expected_version + 1
         raise (yield from self._why_not(key, now))
 
-    def _why_not(self, key: str, now: float) -> Generator[_Step, Any, StoreError]:
+    def _landed(
+        self, key: str, payload: bytes, version: int, now: float
+    ) -> Generator[Any, Any, bool]:
+        """After a retried step: did the first attempt commit before its connection died?"""
+        if not (yield _RETRIED):
+            return False
+        row = yield _Step(self._sql.live_payload, {"p_key": key, "p_now": now}, _FIRST)
+        return row is not None and row[0] == version and bytes(row[1]) == payload
+
+    def _why_not(self, key: str, now: float) -> Generator[Any, Any, StoreError]:
         """The error for a write that touched no row: Gone, or Conflict when the row lives."""
         # The write already failed; this read only tells the caller why. Its answer
         # may be a moment newer than the write's, which is harmless: either way the
@@ -610,27 +926,26 @@ class _SQLCommon:
             _ROWS,
         )
 
-    def _delete_expired_step(self, limit: int) -> _Step:
-        check_limit(limit)
-        return _Step(self._sql.delete_expired, {"p_now": self._clock(), "p_limit": limit}, _ROWS)
 
-    def _entries_statement(
-        self, prefix: str, user_id: str | None, limit: int | None
-    ) -> tuple[Any, dict[str, Any]]:
-        c = self.table.c
-        stmt = sa.select(c.session_key, *self._sql.columns).where(c.expires_at > self._clock())
-        if user_id is not None:
-            stmt = stmt.where(c.user_id == user_id)
-        if prefix:
-            # A range on the primary key rather than LIKE, which treats % and _ as wildcards.
-            stmt = stmt.where(c.session_key >= prefix)
-            upper = _prefix_upper_bound(prefix)
-            if upper is not None:
-                stmt = stmt.where(c.session_key < upper)
-        stmt = stmt.order_by(c.updated_at.desc(), c.session_key)
-        if limit is not None:
-            stmt = stmt.limit(check_limit(limit))
-        return stmt, {}
+def _wrap(
+    statement: str | None,
+    exc: Exception,
+    dbapi_error: type[Exception],
+    dialect: sa.Dialect,
+    *,
+    disconnect: bool,
+) -> sa_exc.DBAPIError:
+    """A driver's exception as the SQLAlchemy exception Core would have raised for it."""
+    wrapped: sa_exc.DBAPIError = sa_exc.DBAPIError.instance(  # type: ignore[assignment]
+        statement,
+        None,
+        exc,
+        dbapi_error,
+        hide_parameters=True,
+        connection_invalidated=disconnect,
+        dialect=dialect,
+    )
+    return wrapped
 
 
 def _use_wal(engine: Engine) -> None:
@@ -655,15 +970,20 @@ class SQLStore(_SQLCommon):
     ``engine_or_url`` is a URL such as ``postgresql+psycopg://user:pw@host/db``
     or ``mysql+pymysql://user:pw@host/db`` (``postgresql://`` and ``mysql://``
     pick psycopg and PyMySQL; ``?table=`` and ``?schema=`` in the URL set those
-    options), from which the store builds an engine with ``pool_pre_ping``, a
-    connect timeout (5 s) and autocommit, or an :class:`~sqlalchemy.engine.Engine`
-    you built, which the store uses as it is and never disposes. Extra keyword
+    options), from which the store builds an engine with a connect timeout
+    (5 s) and autocommit and runs its statements on the pooled connections
+    directly; or an :class:`~sqlalchemy.engine.Engine` you built, which the
+    store uses through Core as it is and never disposes. Extra keyword
     arguments go to :func:`sqlalchemy.create_engine`.
 
     The table must exist first: ``websession db init --store URL`` or
     :meth:`create_table`. Unreachable databases and a missing table raise
     :class:`~websession.errors.StoreUnavailable` naming the database (password
-    masked); the pool reconnects on the next call once the server is back.
+    masked). A statement that fails because its pooled connection died is
+    retried once on a fresh connection, so a database restart costs no request.
+
+    Also a :class:`~websession.stores.UserIndex`: ``sessions_for``, ``revoke``
+    and ``revoke_user`` are one statement each on the ``user_id`` index.
     """
 
     engine: Engine
@@ -683,54 +1003,25 @@ class SQLStore(_SQLCommon):
                 f"SQLStore needs a database URL or a sqlalchemy Engine, not {engine!r}{hint}"
             )
 
-    def _connection(self) -> AbstractContextManager[Connection]:
-        return self.engine.connect() if self._autocommit else self.engine.begin()
-
-    def _run(self, step: _Step) -> Any:
-        statement, params, mode = step
-        try:
-            with self._connection() as conn:
-                result = conn.execute(statement, params)
-                if mode == _FIRST:
-                    return result.first()
-                if mode == _ROWS:
-                    return result.rowcount
-                return True
-        except sa_exc.IntegrityError as exc:
-            if mode == _INSERT:
-                return False
-            raise self._error(exc) from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
-
-    def _drive(self, steps: Generator[_Step, Any, int]) -> int:
-        try:
-            step = next(steps)
-            while True:
-                step = steps.send(self._run(step))
-        except StopIteration as done:
-            return int(done.value)
-
     # -- the store protocol --------------------------------------------------------------
 
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One SELECT."""
-        row = self._run(_Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST))
-        return None if row is None else _entry(row)
+        return self._load(key)
 
     def save(
         self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
     ) -> int:
         """Compare-and-swap write: one INSERT or one version-checked UPDATE when all goes well."""
-        return self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
+        return self._save(key, payload, expected_version, ttl, meta)
 
     def touch(self, key: str, ttl: float) -> bool:
         """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
-        return bool(self._run(self._touch_step(key, ttl)) == 1 and ttl > 0)
+        return self._touch(key, ttl)
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One DELETE."""
-        self._run(_Step(self._sql.delete, {"p_key": key}, _ROWS))
+        self._delete(key)
 
     def delete_expired(self, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired rows in one short statement; return how many went.
@@ -738,7 +1029,7 @@ class SQLStore(_SQLCommon):
         PostgreSQL skips rows other transactions hold locked (``SKIP LOCKED``),
         so a collection run never waits on a request.
         """
-        return int(self._run(self._delete_expired_step(limit)))
+        return self._delete_expired(limit)
 
     def entries(
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
@@ -746,17 +1037,24 @@ class SQLStore(_SQLCommon):
         """Live entries whose key starts with ``prefix`` (and belong to ``user_id``).
 
         Newest ``last_seen`` first; uses the primary key or the user_id index.
+        Fetched in full before the first is yielded, so no connection is held
+        while the caller loops.
         """
-        stmt, params = self._entries_statement(prefix, user_id, limit)
-        try:
-            # Fetched in full before yielding, so no connection is held while the caller loops.
-            with self._connection() as conn:
-                rows = conn.execute(stmt, params).all()
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
-        for row in rows:
-            if row[0].startswith(prefix):
-                yield row[0], _entry(row[1:])
+        yield from self._entry_rows(prefix, user_id, limit)
+
+    # -- the per-user index --------------------------------------------------------------
+
+    def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id``, most recently seen first. One SELECT on the index."""
+        return self._sessions_for(user_id)
+
+    def revoke(self, key: str) -> bool:
+        """Delete one session; False if it was not there (or had expired). One DELETE."""
+        return self._revoke(key)
+
+    def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every live session of ``user_id`` except the keys in ``keep``. One DELETE."""
+        return self._revoke_user(user_id, keep)
 
     # -- schema --------------------------------------------------------------------------
 
@@ -766,21 +1064,14 @@ class SQLStore(_SQLCommon):
         Returns the schema versions before and after (before 0: it was created).
         What ``websession db init`` runs.
         """
-        return self._migrate(upgrade=False)
+        return self._migrate_sync(upgrade=False)
 
     def upgrade(self) -> SchemaChange:
         """Create the table or run the migrations it has not had yet; idempotent.
 
         What ``websession db upgrade`` runs.
         """
-        return self._migrate(upgrade=True)
-
-    def _migrate(self, *, upgrade: bool) -> SchemaChange:
-        try:
-            with self.engine.connect() as conn:
-                return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        return self._migrate_sync(upgrade=True)
 
     def close(self) -> None:
         """Close the pooled connections of an engine the store built (yours stays as it is).
@@ -788,6 +1079,7 @@ class SQLStore(_SQLCommon):
         Safe while other threads still use the store: the next call opens a new connection.
         """
         if self._owned:
+            self._release_idle()
             self.engine.dispose()
 
 
@@ -802,6 +1094,10 @@ class AsyncSQLStore(_SQLCommon):
     ``pysqlite`` becomes ``aiosqlite``), and an engine you pass must be an
     :class:`~sqlalchemy.ext.asyncio.AsyncEngine`. ``await store.aclose()``
     disposes of an engine the store built.
+
+    Each operation runs the same code as :class:`SQLStore` in one greenlet,
+    the way SQLAlchemy's own asyncio layer runs Core: the driver's awaits
+    happen on the event loop, and the decisions are written once.
     """
 
     engine: AsyncEngine
@@ -821,91 +1117,57 @@ class AsyncSQLStore(_SQLCommon):
                 f"not {engine!r}{hint}"
             )
 
-    def _connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        return self.engine.connect() if self._autocommit else self.engine.begin()
-
-    async def _run(self, step: _Step) -> Any:
-        statement, params, mode = step
-        try:
-            async with self._connection() as conn:
-                result = await conn.execute(statement, params)
-                if mode == _FIRST:
-                    return result.first()
-                if mode == _ROWS:
-                    return result.rowcount
-                return True
-        except sa_exc.IntegrityError as exc:
-            if mode == _INSERT:
-                return False
-            raise self._error(exc) from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
-
-    async def _drive(self, steps: Generator[_Step, Any, int]) -> int:
-        try:
-            step = next(steps)
-            while True:
-                step = steps.send(await self._run(step))
-        except StopIteration as done:
-            return int(done.value)
-
     async def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One SELECT."""
-        step = _Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST)
-        row = await self._run(step)
-        return None if row is None else _entry(row)
+        return await greenlet_spawn(self._load, key)
 
     async def save(
         self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
     ) -> int:
         """Compare-and-swap write: one INSERT or one version-checked UPDATE when all goes well."""
-        return await self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
+        return await greenlet_spawn(self._save, key, payload, expected_version, ttl, meta)
 
     async def touch(self, key: str, ttl: float) -> bool:
         """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
-        return bool(await self._run(self._touch_step(key, ttl)) == 1 and ttl > 0)
+        return await greenlet_spawn(self._touch, key, ttl)
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One DELETE."""
-        await self._run(_Step(self._sql.delete, {"p_key": key}, _ROWS))
+        await greenlet_spawn(self._delete, key)
 
     async def delete_expired(self, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired rows in one short statement (see SQLStore)."""
-        return int(await self._run(self._delete_expired_step(limit)))
+        return await greenlet_spawn(self._delete_expired, limit)
 
     async def entries(
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
     ) -> AsyncIterator[tuple[str, Entry]]:
         """Live entries whose key starts with ``prefix`` (and belong to ``user_id``)."""
-        stmt, params = self._entries_statement(prefix, user_id, limit)
-        try:
-            async with self._connection() as conn:
-                rows = (await conn.execute(stmt, params)).all()
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
-        for row in rows:
-            if row[0].startswith(prefix):
-                yield row[0], _entry(row[1:])
+        for item in await greenlet_spawn(self._entry_rows, prefix, user_id, limit):
+            yield item
+
+    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """The live sessions of ``user_id``, most recently seen first. One SELECT on the index."""
+        return await greenlet_spawn(self._sessions_for, user_id)
+
+    async def revoke(self, key: str) -> bool:
+        """Delete one session; False if it was not there (or had expired). One DELETE."""
+        return await greenlet_spawn(self._revoke, key)
+
+    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """Delete every live session of ``user_id`` except the keys in ``keep``. One DELETE."""
+        return await greenlet_spawn(self._revoke_user, user_id, keep)
 
     async def create_table(self) -> SchemaChange:
         """Create the session table if missing (see :meth:`SQLStore.create_table`)."""
-        return await self._migrate(upgrade=False)
+        return await greenlet_spawn(self._migrate_sync, upgrade=False)
 
     async def upgrade(self) -> SchemaChange:
         """Create or migrate the table to the current schema (see :meth:`SQLStore.upgrade`)."""
-        return await self._migrate(upgrade=True)
-
-    async def _migrate(self, *, upgrade: bool) -> SchemaChange:
-        def run(conn: Connection) -> SchemaChange:
-            return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
-
-        try:
-            async with self.engine.connect() as conn:
-                return await conn.run_sync(run)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        return await greenlet_spawn(self._migrate_sync, upgrade=True)
 
     async def aclose(self) -> None:
         """Dispose of an engine the store built (an engine you passed stays open)."""
         if self._owned:
+            await greenlet_spawn(self._release_idle)
             await self.engine.dispose()
