@@ -17,6 +17,7 @@ from .errors import (
     StoreUnavailable,
     UnserializableValue,
 )
+from .identity import SessionInfo, TooManySessions, UserIndexMissing
 from .session import Session
 from .urls import store_from_url
 
@@ -30,10 +31,13 @@ __all__ = [
     "SessionConfig",
     "SessionConfigError",
     "SessionError",
+    "SessionInfo",
     "SessionStateError",
     "StoreError",
     "StoreUnavailable",
+    "TooManySessions",
     "UnserializableValue",
+    "UserIndexMissing",
     "__version__",
     "register_type",
     "store_from_url",

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config import SessionConfig, build_config
 from .cookies import CookieRenderer, client_address, is_secure
 from .errors import SessionConfigError, StoreUnavailable
 from .events import SessionEvent, check_hooks, fire, settle
-from .flow import NOTHING, Flow, Outcome, run_async, run_sync
+from .flow import CLEAR, NOTHING, Flow, Outcome, run_async, run_sync
+from .identity import (
+    SessionInfo,
+    TooManySessions,
+    UserIndexMissing,
+    current_key,
+    keys_to_keep,
+    maybe_await,
+    report,
+    revoke_events,
+    settle_all,
+)
 from .session import Session
-from .stores.base import InlineAsyncStore
+from .stores.base import Entry, InlineAsyncStore
 from .stores.cookie import CookieStore
 from .urls import store_from_url
 
@@ -96,6 +107,19 @@ class Driver:
         self.fixed_secure: bool | None = None if secure == "auto" else bool(secure)
 
         self.fail_open = config.on_store_error == "fail_open"
+        self.cap = config.max_sessions_per_user
+        self.refuse = config.session_limit == "refuse"
+        index_store = self.sync_store if self.sync_store is not None else self.async_store
+        self.index: Any = (
+            index_store
+            if all(callable(getattr(index_store, n, None)) for n in ("sessions_for", "revoke"))
+            else None
+        )
+        if self.cap is not None and self.index is None:
+            raise SessionConfigError(
+                f"max_sessions_per_user needs a store with a per-user index; "
+                f"{type(store).__name__} has none"
+            )
         self.csrf_protect = config.csrf_protect
         self.csrf_environ_key = "HTTP_" + config.csrf_header_name.upper().replace("-", "_")
         self.csrf_header_key = config.csrf_header_name.lower().encode("latin-1")
@@ -110,7 +134,13 @@ class Driver:
         """
         session = Session(loader=self.load)
         session._token = token
+        self.prepare(session)
         return session
+
+    def prepare(self, session: Session) -> None:
+        """Wire per-middleware hooks into a request's session (glue that builds its own)."""
+        if self.cap is not None and self.refuse and self.inline:
+            session._admit = self._admit
 
     async def aopen(self, token: str | None) -> Session:
         """Like :meth:`open`; an async network store loads now if there is a token."""
@@ -206,6 +236,8 @@ class Driver:
         outcome = self._commit_inline(session, status, ip, user_agent)
         if public:
             outcome = self._withhold(outcome)
+        if self.cap is not None and session._events is not None and self.inline:
+            outcome = self._enforce_cap(session, outcome)
         if session._events is not None and status < 500 and not session._degraded:
             for event, pending in self._report(session):
                 # Only an ASGI glue can await; a sync one refused async hooks upfront.
@@ -259,6 +291,11 @@ class Driver:
                     return NOTHING
         if public:
             outcome = self._withhold(outcome)
+        if self.cap is not None and session._events is not None:
+            if self.inline:
+                outcome = self._enforce_cap(session, outcome)
+            else:
+                outcome = await self._aenforce_cap(session, outcome)
         if session._events is not None and status < 500 and not session._degraded:
             for event, pending in self._report(session):
                 await settle(pending, event)
@@ -286,6 +323,130 @@ class Driver:
             return outcome
         security_log.warning("Set-Cookie withheld from a Cache-Control: public response")
         return NOTHING
+
+    # -- a user's sessions ------------------------------------------------------------------
+
+    def _admit(self, user_id: str, own_key: str | None) -> None:
+        others = [k for k, _ in self.index.sessions_for(user_id) if k != own_key]
+        if self.cap is not None and len(others) >= self.cap:
+            raise TooManySessions(user_id, self.cap)
+
+    def _logins(self, session: Session) -> list[str]:
+        return [
+            user
+            for kind, _key, _prev, user in session._events or ()
+            if kind in ("create", "rotate") and user is not None
+        ]
+
+    def _over_cap(
+        self, session: Session, outcome: Outcome, found: list[tuple[str, Entry]]
+    ) -> tuple[Outcome, list[tuple[str, Entry]]]:
+        """Which sessions go when a login took the user past the cap (newest first)."""
+        cap = self.cap or 0
+        own = session._key
+        others = [(k, e) for k, e in found if k != own]
+        if len(others) < cap:
+            return outcome, []
+        if self.refuse:
+            # Only reached when login() could not ask first (async stores).
+            log.warning("login refused after the fact: max_sessions_per_user=%d reached", cap)
+            mine = [(k, e) for k, e in found if k == own]
+            return CLEAR, mine
+        return outcome, others[cap - 1 :]
+
+    def _enforce_cap(self, session: Session, outcome: Outcome) -> Outcome:
+        for user in self._logins(session):
+            outcome, doomed = self._over_cap(session, outcome, self.index.sessions_for(user))
+            for key, entry in doomed:
+                if self.index.revoke(key):
+                    session._event("revoke", key, None, entry.user_id)
+        return outcome
+
+    async def _aenforce_cap(self, session: Session, outcome: Outcome) -> Outcome:
+        for user in self._logins(session):
+            found = await self.index.sessions_for(user)
+            outcome, doomed = self._over_cap(session, outcome, found)
+            for key, entry in doomed:
+                if await self.index.revoke(key):
+                    session._event("revoke", key, None, entry.user_id)
+        return outcome
+
+    def _index(self) -> Any:
+        if self.index is None:
+            raise UserIndexMissing(
+                f"{type(self.store).__name__} keeps no per-user index; use a store that does "
+                "(memory, file, SQLite, SQL, Redis) to list or revoke a user's sessions"
+            )
+        return self.index
+
+    def sessions_for(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
+        """The live sessions of ``user_id``, most recently seen first (sync stores)."""
+        found = self._index().sessions_for(str(user_id))
+        return [SessionInfo.of(k, e, current_key(current)) for k, e in found]
+
+    async def asessions_for(
+        self, user_id: str, current: Session | None = None
+    ) -> list[SessionInfo]:
+        found = await maybe_await(self._index().sessions_for(str(user_id)))
+        return [SessionInfo.of(k, e, current_key(current)) for k, e in found]
+
+    def _doomed(
+        self, found: list[tuple[str, Entry]], handle: str | None, keep: Any
+    ) -> list[tuple[str, Entry]]:
+        if handle is not None:
+            if len(handle) < 8:  # too short to name one session without guessing
+                return []
+            return [(k, e) for k, e in found if k.startswith(handle)][:1]
+        keep_list: list[str] = []
+        if isinstance(keep, Session):
+            own = current_key(keep)
+            if own:
+                keep_list.append(own)
+        elif keep:
+            keep_list.extend(str(k) for k in keep)
+        return keys_to_keep(found, keep_list)[1]
+
+    def revoke(self, user_id: str, handle: str) -> bool:
+        """Revoke the session of ``user_id`` whose handle is ``handle`` ("sign out that device")."""
+        index = self._index()
+        doomed = self._doomed(index.sessions_for(str(user_id)), handle, None)
+        gone = [(k, e) for k, e in doomed if index.revoke(k)]
+        self._fire_now(revoke_events(gone, self.flow.clock()))
+        return bool(gone)
+
+    def revoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
+        """Revoke all of ``user_id``'s sessions but ``keep`` (a Session, or handles): "sign out
+        everywhere (else)". Returns how many went."""
+        index = self._index()
+        doomed = self._doomed(index.sessions_for(str(user_id)), None, keep)
+        gone = [(k, e) for k, e in doomed if index.revoke(k)]
+        self._fire_now(revoke_events(gone, self.flow.clock()))
+        return len(gone)
+
+    async def arevoke(self, user_id: str, handle: str) -> bool:
+        index = self._index()
+        found = await maybe_await(index.sessions_for(str(user_id)))
+        gone = [
+            (k, e)
+            for k, e in self._doomed(found, handle, None)
+            if await maybe_await(index.revoke(k))
+        ]
+        await settle_all(report(self.hooks, revoke_events(gone, self.flow.clock())))
+        return bool(gone)
+
+    async def arevoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
+        index = self._index()
+        found = await maybe_await(index.sessions_for(str(user_id)))
+        gone = [
+            (k, e) for k, e in self._doomed(found, None, keep) if await maybe_await(index.revoke(k))
+        ]
+        await settle_all(report(self.hooks, revoke_events(gone, self.flow.clock())))
+        return len(gone)
+
+    def _fire_now(self, events: list[SessionEvent]) -> None:
+        for event, pending in report(self.hooks, events):
+            pending.close()
+            log.error("async %s hook skipped: use the async method from async code", event.kind)
 
     def _report(self, session: Session) -> list[tuple[SessionEvent, Any]]:
         """Hand this request's lifecycle events to the hooks; returns pending async ones."""

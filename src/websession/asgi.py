@@ -8,7 +8,7 @@ Pure ASGI: it wraps ``send`` and commits the session when the response starts
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Unpack
 
 from ._driver import Driver, add_vary, is_public
@@ -17,6 +17,7 @@ from .cookies import get_cookie
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
+from .identity import SessionInfo
 from .session import Session
 
 __all__ = ["SessionMiddleware"]
@@ -107,6 +108,7 @@ class SessionMiddleware:
         on_rotate: Hook | None = None,
         on_destroy: Hook | None = None,
         on_expire: Hook | None = None,
+        on_revoke: Hook | None = None,
         scope_key: str = "session",
         **fields: Unpack[SessionFields],
     ) -> None:
@@ -122,6 +124,7 @@ class SessionMiddleware:
                 "on_rotate": on_rotate,
                 "on_destroy": on_destroy,
                 "on_expire": on_expire,
+                "on_revoke": on_revoke,
             },
         )
         self.config = driver.config
@@ -152,6 +155,8 @@ class SessionMiddleware:
         if self._inline:
             session = Session(loader=self._load)
             session._token = token
+            if driver.cap is not None:
+                driver.prepare(session)
         else:
             try:
                 session = await driver.aopen(token)
@@ -223,6 +228,20 @@ class SessionMiddleware:
             # Changes made after the handshake still reach the store; only a new
             # token could not reach the browser any more.
             await self._commit(session, scope, 200, [])
+
+    # -- a user's sessions ("your devices", "sign out everywhere else") ---------------------
+
+    async def sessions_for(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
+        """The live sessions of ``user_id``, most recently seen first; ``current`` marks one."""
+        return await self._driver.asessions_for(user_id, current)
+
+    async def revoke(self, user_id: str, handle: str) -> bool:
+        """Sign out one of ``user_id``'s sessions, named by its handle; runs ``on_revoke``."""
+        return await self._driver.arevoke(user_id, handle)
+
+    async def revoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
+        """Sign out all of ``user_id``'s sessions but ``keep``; returns how many went."""
+        return await self._driver.arevoke_user(user_id, keep)
 
     async def _csrf_ok(
         self, session: Session, scope: Scope, receive: Receive

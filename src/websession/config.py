@@ -115,6 +115,12 @@ class SessionConfig:
     #: ``csrf_header_name`` or the form field ``csrf_field_name``, is not the
     #: session's, with a 403 before the app runs.
     csrf_protect: bool = False
+    #: Most sessions one user may hold at once (None: no limit); needs a store
+    #: with a per-user index. ``session_limit`` says what a login past it does.
+    max_sessions_per_user: int | None = None
+    #: "evict_oldest" (the least recently seen sessions are revoked) or "refuse"
+    #: (``login()`` raises TooManySessions).
+    session_limit: Literal["evict_oldest", "refuse"] = "evict_oldest"
     csrf_header_name: str = "X-CSRF-Token"
     csrf_field_name: str = "csrf_token"
     #: Until this (timezone-aware) time, a token that names no websession session is
@@ -241,6 +247,19 @@ class SessionConfig:
             )
         if not isinstance(self.csrf_field_name, str) or not self.csrf_field_name:
             raise SessionConfigError(f"csrf_field_name={self.csrf_field_name!r} must be a name")
+        cap: Any = self.max_sessions_per_user
+        if cap is not None:
+            if isinstance(cap, str) and cap.strip().isdigit():
+                cap = int(cap)
+                set_(self, "max_sessions_per_user", cap)
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise SessionConfigError(
+                    f"max_sessions_per_user must be a positive integer or None, got {cap!r}"
+                )
+        if self.session_limit not in ("evict_oldest", "refuse"):
+            raise SessionConfigError(
+                f"session_limit={self.session_limit!r}: choose 'evict_oldest' or 'refuse'"
+            )
         if self.on_store_error not in ("raise", "fail_open"):
             raise SessionConfigError(
                 f"on_store_error={self.on_store_error!r}: choose 'raise' or 'fail_open'"
@@ -349,6 +368,8 @@ class SessionFields(TypedDict, total=False):
     conflict_retries: int
     on_store_error: Literal["raise", "fail_open"]
     csrf_protect: bool
+    max_sessions_per_user: int | None
+    session_limit: Literal["evict_oldest", "refuse"]
     csrf_header_name: str
     csrf_field_name: str
     legacy_session_cutoff: datetime | str | None
@@ -361,7 +382,14 @@ def _from_text(key: str, value: str) -> Any:
     if key == "cookie_samesite":
         # "None" in a settings file means the SameSite=None attribute, as in Django's settings.
         return text or None
-    if key in ("cookie_domain", "absolute_timeout", "store", "legacy_session_cutoff"):
+    if key in (
+        "cookie_domain",
+        "absolute_timeout",
+        "renew_interval",
+        "store",
+        "legacy_session_cutoff",
+        "max_sessions_per_user",
+    ):
         return None if text.lower() in ("", "none") else text
     if key == "trusted_proxies":
         return tuple(p for p in text.replace(",", " ").split() if p)

@@ -13,13 +13,14 @@ from .ids import handle_of
 
 __all__ = ["HOOK_NAMES", "EventKind", "Hook", "SessionEvent", "check_hooks"]
 
-EventKind = Literal["create", "rotate", "destroy", "expire"]
+EventKind = Literal["create", "rotate", "destroy", "expire", "revoke"]
 #: Middleware keyword arguments that take a hook, and the event each one receives.
 HOOK_NAMES: Mapping[str, EventKind] = {
     "on_create": "create",
     "on_rotate": "rotate",
     "on_destroy": "destroy",
     "on_expire": "expire",
+    "on_revoke": "revoke",
 }
 
 log = logging.getLogger("websession")

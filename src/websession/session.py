@@ -51,6 +51,7 @@ class Session(MutableMapping[str, Any]):
     """
 
     __slots__ = (
+        "_admit",
         "_browser_session",
         "_clean_load",
         "_cleared",
@@ -114,6 +115,9 @@ class Session(MutableMapping[str, Any]):
         self._browser_session = False
         self._rotate = False
         self._login = False
+        # Set by the middleware when a per-user session cap refuses logins: asks
+        # the store whether this user may have one more session (raises if not).
+        self._admit: Callable[[str, str | None], None] | None = None
         self._issued: float | None = None
         self._retired = False
         self._destroyed_keys: list[str] = []
@@ -316,6 +320,8 @@ class Session(MutableMapping[str, Any]):
             raise TypeError("login() takes a non-empty str or int user id")
         self._use()
         self._check_not_frozen("login()")
+        if self._admit is not None and str(user_id) != self._user_id:
+            self._admit(str(user_id), self._key)
         self._user_id = str(user_id)
         self._csrf = secrets.token_urlsafe(32)
         self._rotate = True

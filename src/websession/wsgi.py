@@ -18,6 +18,7 @@ from .cookies import get_cookie
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
+from .identity import SessionInfo
 from .session import Session
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
@@ -65,6 +66,7 @@ class SessionMiddleware:
         on_rotate: Hook | None = None,
         on_destroy: Hook | None = None,
         on_expire: Hook | None = None,
+        on_revoke: Hook | None = None,
         environ_key: str = ENVIRON_KEY,
         **fields: Unpack[SessionFields],
     ) -> None:
@@ -80,6 +82,7 @@ class SessionMiddleware:
                 "on_rotate": on_rotate,
                 "on_destroy": on_destroy,
                 "on_expire": on_expire,
+                "on_revoke": on_revoke,
             },
         )
         self.config = driver.config
@@ -99,6 +102,8 @@ class SessionMiddleware:
             token = environ.get("HTTP_" + driver.header_name.upper().replace("-", "_")) or None
         session = Session(loader=self._load)
         session._token = token
+        if driver.cap is not None:
+            driver.prepare(session)
         environ[self.environ_key] = session
         if driver.csrf_protect and environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS:
             try:
@@ -151,6 +156,21 @@ class SessionMiddleware:
             # A generator app calls start_response with its first chunk.
             return _Guard(result, failed)
         return result
+
+    # -- a user's sessions ("your devices", "sign out everywhere else") ---------------------
+
+    def sessions_for(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
+        """The live sessions of ``user_id``, most recently seen first; ``current`` marks one."""
+        return self._driver.sessions_for(user_id, current)
+
+    def revoke(self, user_id: str, handle: str) -> bool:
+        """Sign out one of ``user_id``'s sessions, named by its handle; runs ``on_revoke``."""
+        return self._driver.revoke(user_id, handle)
+
+    def revoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
+        """Sign out all of ``user_id``'s sessions but ``keep`` (the current Session, or
+        handles); returns how many went."""
+        return self._driver.revoke_user(user_id, keep)
 
     def _csrf_ok(self, session: Session, environ: dict[str, Any]) -> bool:
         driver = self._driver
