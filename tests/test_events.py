@@ -122,3 +122,33 @@ async def test_async_hooks_run_under_asgi() -> None:
         response = await client.get("/logout")
     assert seen == ["create"]
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_delete_expired_reports_each_expired_session(
+    clock: FakeClock, tmp_path: Any, kind: str
+) -> None:
+    from websession.stores import SQLiteStore
+
+    store: Any = (
+        MemoryStore(clock=clock)
+        if kind == "memory"
+        else SQLiteStore(tmp_path / "s.db", clock=clock)
+    )
+    seen: list[SessionEvent] = []
+    app = SessionMiddleware(
+        wsgi_app(_view), store=store, clock=clock, idle_timeout=60, on_expire=seen.append
+    )
+    for _ in range(3):
+        with _client(app) as client:
+            client.get("/start")
+    with _client(app) as client:
+        client.get("/start")
+        client.get("/login")
+    clock.advance(61)
+    assert app.delete_expired(limit=2) == 2
+    assert app.delete_expired(limit=10) == 2
+    assert app.delete_expired() == 0
+    assert len(seen) == 4
+    assert sorted(e.user_id or "" for e in seen) == ["", "", "", "u1"]
+    assert all(e.kind == "expire" and len(e.handle) == HANDLE_LENGTH for e in seen)

@@ -23,6 +23,7 @@ from .identity import (
     revoke_events,
     settle_all,
 )
+from .ids import handle_of
 from .session import Session
 from .stores.base import Entry, InlineAsyncStore
 from .stores.cookie import CookieStore
@@ -441,6 +442,32 @@ class Driver:
             (k, e) for k, e in self._doomed(found, None, keep) if await maybe_await(index.revoke(k))
         ]
         await settle_all(report(self.hooks, revoke_events(gone, self.flow.clock())))
+        return len(gone)
+
+    def delete_expired(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired sessions; ``on_expire`` hears of each when the
+        store can say which went (memory, SQLite), else only the count is known."""
+        store = self.sync_store if self.sync_store is not None else self.store
+        pop = getattr(store, "pop_expired", None)
+        if pop is None or "expire" not in self.hooks:
+            return int(store.delete_expired(limit))
+        gone = pop(limit)
+        at = self.flow.clock()
+        self._fire_now([SessionEvent("expire", handle_of(k), user, at) for k, user in gone])
+        return len(gone)
+
+    async def adelete_expired(self, limit: int = 1000) -> int:
+        if self.inline:
+            store: Any = self.sync_store
+            pop = getattr(store, "pop_expired", None)
+            if pop is None or "expire" not in self.hooks:
+                return int(store.delete_expired(limit))
+            gone = pop(limit)
+        else:
+            return int(await self.async_store.delete_expired(limit))
+        at = self.flow.clock()
+        events = [SessionEvent("expire", handle_of(k), user, at) for k, user in gone]
+        await settle_all(report(self.hooks, events))
         return len(gone)
 
     def _fire_now(self, events: list[SessionEvent]) -> None:

@@ -239,6 +239,10 @@ class SessionMiddleware:
         """Sign out one of ``user_id``'s sessions, named by its handle; runs ``on_revoke``."""
         return await self._driver.arevoke(user_id, handle)
 
+    async def delete_expired(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired sessions, running ``on_expire`` where possible."""
+        return await self._driver.adelete_expired(limit)
+
     async def revoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
         """Sign out all of ``user_id``'s sessions but ``keep``; returns how many went."""
         return await self._driver.arevoke_user(user_id, keep)

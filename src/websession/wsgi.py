@@ -167,6 +167,11 @@ class SessionMiddleware:
         """Sign out one of ``user_id``'s sessions, named by its handle; runs ``on_revoke``."""
         return self._driver.revoke(user_id, handle)
 
+    def delete_expired(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired sessions (stores without native TTL), running
+        ``on_expire`` for each where the store can say which went."""
+        return self._driver.delete_expired(limit)
+
     def revoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
         """Sign out all of ``user_id``'s sessions but ``keep`` (the current Session, or
         handles); returns how many went."""

@@ -124,6 +124,18 @@ class MemoryStore:
                 self._drop(key)
         return len(doomed)
 
+    def pop_expired(self, limit: int = 1000) -> list[tuple[str, str | None]]:
+        """Remove up to ``limit`` expired entries and say which: ``(key, user_id)`` pairs."""
+        check_limit(limit)
+        now = self._clock()
+        with self._lock:
+            doomed = [k for k, e in self._entries.items() if e.expires <= now][:limit]
+            gone = []
+            for key in doomed:
+                entry = self._drop(key)
+                gone.append((key, entry.user_id if entry is not None else None))
+        return gone
+
     def entries(
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
     ) -> Iterator[tuple[str, Entry]]:

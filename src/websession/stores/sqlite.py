@@ -85,6 +85,8 @@ class _Statements:
         self.delete_expired = render(
             "DELETE FROM $T WHERE key IN (SELECT key FROM $T WHERE expires <= ? LIMIT ?)"
         )
+        self.expired = render("SELECT key, user_id FROM $T WHERE expires <= ? LIMIT ?")
+        self.delete_if_expired = render("DELETE FROM $T WHERE key = ? AND expires <= ?")
         self.entries = render("SELECT key, $S FROM $T WHERE expires > ?")
         # The user index (user_id) answers these: O(that user's rows), no scan.
         self.sessions_for = render(
@@ -161,6 +163,8 @@ class SQLiteStore:
         self._sql_sessions_for = sql.sessions_for
         self._sql_revoke = sql.revoke
         self._sql_revoke_user = sql.revoke_user
+        self._sql_expired = sql.expired
+        self._sql_delete_if_expired = sql.delete_if_expired
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -330,6 +334,32 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         return cursor.rowcount
+
+    def pop_expired(self, limit: int = 1000) -> list[tuple[str, str | None]]:
+        """Remove up to ``limit`` expired rows and say which: ``(key, user_id)`` pairs.
+
+        For ``on_expire`` reports; one short write transaction per batch.
+        """
+        check_limit(limit)
+        now = self._clock()
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(self._sql_expired, (now, limit)).fetchall()
+                gone = [
+                    (key, user_id)
+                    for key, user_id in rows
+                    if conn.execute(self._sql_delete_if_expired, (key, now)).rowcount
+                ]
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return gone
 
     def entries(
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
