@@ -337,3 +337,39 @@ def call_asgi(
         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])],
         body,
     )
+
+
+def assert_concurrent_writers_survive(store: Any, requests: int = 50) -> None:
+    """``requests`` concurrent requests on one session, each adding its own key, all survive.
+
+    Drives the real WSGI middleware from 16 threads; each request loads first
+    and then sleeps a little, so the requests overlap on one version and the
+    conflict-replay path must run for every key to land.
+    """
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import parse_qs
+
+    def view(session: Session, environ: dict[str, Any]) -> Any:
+        args = parse_qs(environ["QUERY_STRING"])
+        if "i" not in args:
+            session.setdefault("base", "kept")
+            return session.to_dict()
+        session.get("base")  # load now, so the requests overlap on one version
+        time.sleep(0.003)
+        session[f"k{args['i'][0]}"] = int(args["i"][0])
+        return None
+
+    app = WSGISessionMiddleware(wsgi_app(view), store=store)
+    _, headers, _ = call_wsgi(app, "/")
+    token = cookie_value(set_cookies(headers)[0])
+
+    def one(i: int) -> int:
+        status, _, _ = call_wsgi(app, f"/?i={i}", cookie=f"session={token}")
+        return status
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert list(pool.map(one, range(requests))) == [200] * requests
+    _, _, body = call_wsgi(app, "/", cookie=f"session={token}")
+    assert json.loads(body) == {"base": "kept", **{f"k{i}": i for i in range(requests)}}

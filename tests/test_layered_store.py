@@ -11,28 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 
-from helpers import call_wsgi, cookie_value, set_cookies, wsgi_app
+from helpers import (
+    assert_concurrent_writers_survive,
+)
 from websession.errors import Conflict, Gone, SessionConfigError, StoreUnavailable
-from websession.session import Session
 from websession.stores.base import AsyncUserIndex, Entry, Meta, UserIndex
 from websession.stores.memory import AsyncMemoryStore, MemoryStore
 from websession.testing import AsyncStoreContract, FakeClock, StoreContract, make_key
 from websession.urls import mask_url
-from websession.wsgi import SessionMiddleware as WSGIMiddleware
 
 try:
     import redis
@@ -598,28 +595,7 @@ def _fifty_writers(store: Any) -> int:
 
     store.save = counting
 
-    def view(session: Session, environ: dict[str, Any]) -> Any:
-        args = parse_qs(environ["QUERY_STRING"])
-        if "i" not in args:
-            session.setdefault("base", "kept")
-            return session.to_dict()
-        session.get("base")  # load now, so the requests overlap on one version
-        time.sleep(0.003)
-        session[f"k{args['i'][0]}"] = int(args["i"][0])
-        return None
-
-    app = WSGIMiddleware(wsgi_app(view), store=store)
-    _, headers, _ = call_wsgi(app, "/")
-    token = cookie_value(set_cookies(headers)[0])
-
-    def one(i: int) -> int:
-        status, _, _ = call_wsgi(app, f"/?i={i}", cookie=f"session={token}")
-        return status
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        assert list(pool.map(one, range(REQUESTS))) == [200] * REQUESTS
-    _, _, body = call_wsgi(app, "/", cookie=f"session={token}")
-    assert json.loads(body) == {"base": "kept", **{f"k{i}": i for i in range(REQUESTS)}}
+    assert_concurrent_writers_survive(store, REQUESTS)
     return conflicts
 
 

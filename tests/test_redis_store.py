@@ -23,14 +23,19 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 
-from helpers import call_wsgi, cookie_value, set_cookies, wsgi_app
+from helpers import (
+    assert_concurrent_writers_survive,
+    call_wsgi,
+    cookie_value,
+    set_cookies,
+    wsgi_app,
+)
 from websession.asgi import SessionMiddleware as ASGIMiddleware
 from websession.errors import Conflict, Gone, SessionConfigError, StoreUnavailable
 from websession.ids import hash_id
@@ -726,28 +731,7 @@ class ConflictCountingStore(RedisStore):
 def test_fifty_concurrent_wsgi_writers_lose_no_update() -> None:
     store = ConflictCountingStore(REDIS_URL, prefix=fresh_prefix())
 
-    def view(session: Session, environ: dict[str, Any]) -> Any:
-        args = parse_qs(environ["QUERY_STRING"])
-        if "i" not in args:
-            session.setdefault("base", "kept")
-            return session.to_dict()
-        session.get("base")  # load now, so the requests overlap on one version
-        time.sleep(0.003)
-        session[f"k{args['i'][0]}"] = int(args["i"][0])
-        return None
-
-    app = WSGIMiddleware(wsgi_app(view), store=store)
-    _, headers, _ = call_wsgi(app, "/")
-    token = cookie_value(set_cookies(headers)[0])
-
-    def one(i: int) -> int:
-        status, _, _ = call_wsgi(app, f"/?i={i}", cookie=f"session={token}")
-        return status
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        assert list(pool.map(one, range(REQUESTS))) == [200] * REQUESTS
-    _, _, body = call_wsgi(app, "/", cookie=f"session={token}")
-    assert json.loads(body) == {"base": "kept", **{f"k{i}": i for i in range(REQUESTS)}}
+    assert_concurrent_writers_survive(store, REQUESTS)
     assert ConflictCountingStore.conflicts > 0  # the replay path really ran
 
 
