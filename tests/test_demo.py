@@ -142,6 +142,16 @@ def test_session_cookie_is_httponly_and_samesite_lax(client: httpx.Client) -> No
     assert "secure" not in attributes  # plain http: a Secure cookie would never come back
 
 
+def test_pages_are_never_cached_and_vary_on_the_cookie(client: httpx.Client) -> None:
+    login(client)
+    for path in ("/", "/cart", "/session", "/devices"):
+        response = client.get(path)
+        assert response.status_code == 200
+        # No shared cache or browser history keeps a signed-in page (OWASP: web content caching).
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["vary"] == "Cookie"
+
+
 def test_session_cookie_is_secure_over_https(db_url: str) -> None:
     with browser_on_new_app(db_url, "https://testserver") as browser:
         header = session_cookie(browser.get("/login"))
@@ -339,3 +349,178 @@ def test_make_app_needs_somewhere_to_keep_users(tmp_path: Path) -> None:
     ) as browser:
         assert login(browser).status_code == 303
         assert greeting(browser.get("/")) == "Hello, Alice!"
+
+
+# -- your devices ----------------------------------------------------------------------------
+
+
+@contextmanager
+def browsers(db_url: str, *agents: str) -> Iterator[list[httpx.Client]]:
+    """Several browsers (one User-Agent each) on one running demo app."""
+    app = make_app(db_url)
+    clients = [
+        httpx.Client(
+            transport=httpx.WSGITransport(app=app),
+            base_url="http://testserver",
+            headers={"User-Agent": agent},
+        )
+        for agent in agents
+    ]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+        app.store.close()
+
+
+_DEVICE_RE = re.compile(
+    r'<div class="card device" data-handle="([^"]+)" data-current="(yes|no)">(.*?)</table>', re.S
+)
+
+
+def devices_of(response: httpx.Response) -> dict[str, dict[str, str]]:
+    """The devices page as {handle: {"current": "yes"|"no", "Handle": ..., "IP address": ...}}."""
+    assert response.status_code == 200
+    found = {}
+    for handle, current, card in _DEVICE_RE.findall(response.text):
+        rows = dict(re.findall(r"<tr><th>([^<]+)</th><td>(.*?)</td></tr>", card))
+        found[handle] = {"current": current, "heading": re.findall(r"<h2>(.*?)</h2>", card)[0]}
+        found[handle].update(rows)
+    return found
+
+
+def handle_of_browser(client: httpx.Client) -> str:
+    rows = dict(
+        re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", client.get("/session").text)
+    )
+    return rows["Handle"]
+
+
+def test_devices_page_lists_every_session_of_the_user_and_marks_this_browser(
+    db_url: str,
+) -> None:
+    with browsers(db_url, "Browser-A/1.0 (Linux)", "Browser-B/2.0") as (a, b):
+        login(a)
+        login(b)
+        mine, theirs = handle_of_browser(a), handle_of_browser(b)
+        page = a.get("/devices")
+        devices = devices_of(page)
+
+    assert set(devices) == {mine, theirs}
+    assert devices[mine]["current"] == "yes"
+    assert devices[theirs]["current"] == "no"
+    assert "This browser" in devices[mine]["heading"]
+    assert "This browser" not in devices[theirs]["heading"]
+    assert devices[mine]["User agent"] == "Browser-A/1.0 (Linux)"
+    assert devices[theirs]["User agent"] == "Browser-B/2.0"
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+    for handle, device in devices.items():
+        assert device["Handle"] == f"<code>{handle}</code>"
+        assert device["IP address"] == "127.0.0.1"  # httpx's WSGI transport's client address
+        assert re.fullmatch(stamp + r" \(just now\)", device["Signed in"])
+        assert re.fullmatch(stamp + r" \(just now\)", device["Last seen"])
+        assert re.fullmatch(stamp + r" \(in 29 minutes\)", device["Expires"])
+    # Only other devices get a sign-out button; this browser signs out from the header.
+    assert f'name="handle" value="{theirs}"' in page.text
+    assert f'name="handle" value="{mine}"' not in page.text
+    assert "Log out everywhere else" in page.text
+
+
+def test_devices_link_is_in_the_navigation_only_when_signed_in(client: httpx.Client) -> None:
+    assert 'href="/devices"' not in client.get("/").text
+    login(client)
+    assert '<a href="/devices">Your devices</a>' in client.get("/").text
+
+
+def test_devices_page_sends_a_guest_to_sign_in(client: httpx.Client) -> None:
+    response = client.get("/devices")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login"
+    assert "Sign in to see the devices" in client.get("/login").text
+
+
+def test_revoking_another_device_signs_it_out(db_url: str) -> None:
+    with browsers(db_url, "Browser-A/1.0", "Browser-B/2.0") as (a, b):
+        login(a)
+        login(b)
+        theirs = handle_of_browser(b)
+        page = a.get("/devices")
+        response = a.post("/devices/revoke", data={"handle": theirs, "csrf_token": csrf_of(page)})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/devices"
+        after = a.get("/devices")
+
+        assert f"Signed out the session {theirs}." in after.text
+        assert list(devices_of(after)) == [handle_of_browser(a)]
+        assert greeting(b.get("/")) == "Hello, Guest!"
+        assert greeting(a.get("/")) == "Hello, Alice!"
+
+
+def test_log_out_everywhere_else_keeps_only_this_browser(db_url: str, db_path: Path) -> None:
+    with browsers(db_url, "Browser-A/1.0", "Browser-B/2.0", "Browser-C/3.0") as (a, b, c):
+        for browser in (a, b, c):
+            login(browser)
+        mine = handle_of_browser(a)
+        assert len(devices_of(a.get("/devices"))) == 3
+        response = a.post("/devices/revoke-others", data={"csrf_token": csrf_of(a.get("/devices"))})
+        assert response.status_code == 303
+        after = a.get("/devices")
+
+        assert "Signed out 2 other sessions; this browser stays signed in." in after.text
+        assert devices_of(after)[mine]["current"] == "yes"
+        assert list(devices_of(after)) == [mine]
+        assert "This is the only browser you are signed in on." in after.text
+        assert greeting(b.get("/")) == "Hello, Guest!"
+        assert greeting(c.get("/")) == "Hello, Guest!"
+        assert greeting(a.get("/")) == "Hello, Alice!"
+    store = SQLiteStore(db_path)
+    try:
+        assert [handle_of(key) for key, _ in store.entries(user_id="1")] == [mine]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("token", [None, "forged-token"])
+@pytest.mark.parametrize("path", ["/devices/revoke", "/devices/revoke-others"])
+def test_device_sign_out_without_the_csrf_token_is_forbidden(
+    db_url: str, path: str, token: str | None
+) -> None:
+    with browsers(db_url, "Browser-A/1.0", "Browser-B/2.0") as (a, b):
+        login(a)
+        login(b)
+        data = {"handle": handle_of_browser(b)}
+        if token is not None:
+            data["csrf_token"] = token
+        response = a.post(path, data=data)
+        assert response.status_code == 403
+        assert "CSRF" in response.text
+        assert greeting(b.get("/")) == "Hello, Alice!"
+        assert len(devices_of(a.get("/devices"))) == 2
+
+
+def test_a_user_cannot_sign_out_someone_elses_session(db_url: str) -> None:
+    with browsers(db_url, "Alice-Browser/1.0", "Mallory-Browser/1.0") as (alice, mallory):
+        login(alice)
+        signup(mallory, "Mallory", "mallory@example.com", "password123")
+        target = handle_of_browser(alice)
+        page = mallory.get("/devices")
+        assert target not in page.text
+        mallory.post("/devices/revoke", data={"handle": target, "csrf_token": csrf_of(page)})
+        assert "That session is no longer signed in." in mallory.get("/devices").text
+        assert greeting(alice.get("/")) == "Hello, Alice!"
+
+
+def test_devices_page_without_a_user_index_explains_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBSESSION_SECRET_KEY", "k" * 32)
+    # Cookie sessions live in the browser: there is no index of a user's sessions to list.
+    app = make_app("cookie://", users_db=str(tmp_path / "users.db"))
+    with httpx.Client(
+        transport=httpx.WSGITransport(app=app), base_url="http://testserver"
+    ) as browser:
+        login(browser)
+        page = browser.get("/devices")
+    assert page.status_code == 200
+    assert "keeps no per-user index" in page.text

@@ -31,7 +31,8 @@ from markupsafe import Markup
 from helpers import FakeClock, SlowAsyncStore, cookie_attributes
 from websession import SessionConfig
 from websession.errors import SessionConfigError, SessionStateError, StoreUnavailable
-from websession.ids import is_valid_id
+from websession.identity import TooManySessions, UserIndexMissing
+from websession.ids import handle_of, hash_id, is_valid_id
 from websession.integrations.flask import FlaskSession, SessionInterface, current_session, login
 from websession.integrations.flask import logout as ws_logout
 from websession.stores import MemoryStore, SQLiteStore
@@ -1093,6 +1094,274 @@ def test_example_app_counter_login_remember_logout(
     assert "You are logged out." in page
     assert count(page) == 1
     assert (tmp_path / "sessions.db").exists()
+
+
+# -- Flask-Login ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def flask_login() -> ModuleType:
+    try:
+        import flask_login
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("flask-login is not installed")
+    return flask_login
+
+
+def flask_login_app(
+    flask_login: ModuleType, interface: SessionInterface, **config: Any
+) -> flask.Flask:
+    """An app that signs in with nothing but Flask-Login's login_user() and logout_user()."""
+    app = make_app(interface, **config)
+    manager = flask_login.LoginManager(app)
+
+    class User(flask_login.UserMixin):  # type: ignore[misc, name-defined]
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    @manager.user_loader
+    def load_user(user_id: str) -> Any:
+        return User(user_id) if user_id in {"1", "2"} else None
+
+    @app.post("/login")
+    def do_login() -> str:
+        form = flask.request.form
+        flask_login.login_user(User(form["user"]), remember="remember" in form)
+        return "in"
+
+    @app.post("/logout")
+    def do_logout() -> str:
+        flask_login.logout_user()
+        return "out"
+
+    @app.get("/")
+    def index() -> Any:
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        user = flask_login.current_user
+        return {
+            "n": flask.session["n"],
+            "user": user.get_id() if user.is_authenticated else None,
+            "bound": current_session().user_id,
+            "csrf": current_session().csrf_token(),
+        }
+
+    return app
+
+
+def stored_user(store: Any, client: FlaskClient) -> str | None:
+    """The user the store keeps beside the client's session (outside the payload)."""
+    cookie = session_cookie(client)
+    assert cookie is not None
+    entry = store.load(hash_id(cookie))
+    assert entry is not None, "the client's session is not in the store"
+    return entry.user_id
+
+
+@pytest.mark.parametrize("backend_store", SERVER_BACKENDS, indirect=True)
+def test_flask_login_login_user_binds_the_user_and_rotates_the_id(
+    flask_login: ModuleType, backend_store: Any
+) -> None:
+    interface = SessionInterface(backend_store)
+    app = flask_login_app(flask_login, interface)
+    client = app.test_client()
+    before = client.get("/").json
+    anonymous = session_cookie(client)
+    assert before["user"] is None
+    assert stored_user(backend_store, client) is None
+
+    client.post("/login", data={"user": "1"})
+    signed_in = session_cookie(client)
+    after = client.get("/").json
+
+    assert signed_in != anonymous  # a new id at login: fixation defence
+    assert after == {"n": 2, "user": "1", "bound": "1", "csrf": after["csrf"]}
+    assert after["csrf"] != before["csrf"]
+    assert stored_user(backend_store, client) == "1"
+    (listed,) = interface.sessions_for("1")
+    assert listed.handle == handle_of(hash_id(signed_in or ""))
+    # The id a planted cookie named before the login no longer loads anything.
+    planted = app.test_client()
+    planted.set_cookie("session", anonymous or "")
+    assert planted.get("/").json["n"] == 1
+
+
+@pytest.mark.parametrize("backend_store", SERVER_BACKENDS, indirect=True)
+def test_flask_login_logout_user_unbinds_the_user_and_rotates_the_id(
+    flask_login: ModuleType, backend_store: Any
+) -> None:
+    interface = SessionInterface(backend_store)
+    app = flask_login_app(flask_login, interface)
+    client = app.test_client()
+    client.post("/login", data={"user": "1"})
+    client.get("/")
+    signed_in = session_cookie(client)
+
+    client.post("/logout")
+    page = client.get("/").json
+
+    assert page["user"] is None
+    assert page["bound"] is None
+    assert page["n"] == 2  # Flask-Login leaves the rest of the session alone, and so do we
+    assert session_cookie(client) != signed_in
+    assert stored_user(backend_store, client) is None
+    assert interface.sessions_for("1") == []
+    # The signed-in id is gone: a copy of that cookie is a stranger's.
+    copied = app.test_client()
+    copied.set_cookie("session", signed_in or "")
+    stranger = copied.get("/").json
+    assert (stranger["n"], stranger["user"]) == (1, None)
+
+
+def test_flask_login_switching_users_moves_the_binding(flask_login: ModuleType) -> None:
+    store = MemoryStore()
+    interface = SessionInterface(store)
+    client = flask_login_app(flask_login, interface).test_client()
+    client.post("/login", data={"user": "1"})
+    first = session_cookie(client)
+    client.post("/login", data={"user": "2"})
+
+    assert session_cookie(client) != first
+    assert stored_user(store, client) == "2"
+    assert interface.sessions_for("1") == []
+    assert len(interface.sessions_for("2")) == 1
+
+
+def test_flask_login_repeated_login_of_the_same_user_keeps_the_id(
+    flask_login: ModuleType,
+) -> None:
+    client = flask_login_app(flask_login, SessionInterface(MemoryStore())).test_client()
+    client.post("/login", data={"user": "1"})
+    cookie = session_cookie(client)
+    client.post("/login", data={"user": "1"})
+    assert session_cookie(client) == cookie
+
+
+def test_flask_login_remember_cookie_is_left_to_flask_login(flask_login: ModuleType) -> None:
+    store = MemoryStore()
+    interface = SessionInterface(store)
+    client = flask_login_app(flask_login, interface).test_client()
+    response = client.post("/login", data={"user": "1", "remember": "on"})
+    remember = client.get_cookie("remember_token")
+    assert remember is not None
+    # Flask-Login's own cookie, as Flask-Login writes it; websession adds or changes nothing.
+    headers = response.headers.getlist("Set-Cookie")
+    (remember_header,) = [h for h in headers if h.startswith("remember_token=")]
+    assert "httponly" in cookie_attributes(remember_header)
+    assert "samesite" not in cookie_attributes(remember_header)
+
+    # Revoking every session ends the session, not the remember-me cookie: Flask-Login
+    # signs the user back in from it, and that new session is bound and listed again.
+    assert interface.revoke_user("1") == 1
+    page = client.get("/").json
+    assert page["user"] == "1"
+    assert page["bound"] == "1"
+    assert len(interface.sessions_for("1")) == 1
+    still = client.get_cookie("remember_token")
+    assert still is not None
+    assert still.value == remember.value
+
+    client.post("/logout")
+    assert client.get_cookie("remember_token") is None  # Flask-Login's logout clears it
+    assert client.get("/").json["user"] is None
+    assert interface.sessions_for("1") == []
+
+
+def test_flask_login_strong_protection_unbinds_when_it_signs_out(
+    flask_login: ModuleType,
+) -> None:
+    interface = SessionInterface(MemoryStore())
+    app = flask_login_app(flask_login, interface, SESSION_PROTECTION="strong")
+    client = app.test_client()
+    client.post("/login", data={"user": "1"}, headers={"User-Agent": "Laptop/1.0"})
+    assert client.get("/", headers={"User-Agent": "Laptop/1.0"}).json["user"] == "1"
+
+    # Another User-Agent with the same cookie: Flask-Login's strong mode pops its keys.
+    page = client.get("/", headers={"User-Agent": "Elsewhere/2.0"}).json
+    assert page["user"] is None
+    assert page["bound"] is None
+    assert interface.sessions_for("1") == []
+
+
+def test_session_transaction_with_flask_logins_key_signs_in(flask_login: ModuleType) -> None:
+    interface = SessionInterface(MemoryStore())
+    client = flask_login_app(flask_login, interface).test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = "2"
+    assert client.get("/").json["user"] == "2"
+    assert len(interface.sessions_for("2")) == 1
+
+
+def test_flask_login_with_cookie_sessions(flask_login: ModuleType) -> None:
+    """Signed-cookie mode: the login still rotates; there is no index to list."""
+    interface = SessionInterface()
+    client = flask_login_app(flask_login, interface).test_client()
+    client.get("/")
+    anonymous = session_cookie(client)
+    client.post("/login", data={"user": "1"})
+    assert session_cookie(client) != anonymous
+    assert client.get("/").json["bound"] == "1"
+    client.post("/logout")
+    assert client.get("/").json["bound"] is None
+    with pytest.raises(UserIndexMissing):
+        interface.sessions_for("1")
+
+
+def test_flask_login_refused_over_the_session_limit(flask_login: ModuleType) -> None:
+    interface = SessionInterface(MemoryStore(), max_sessions_per_user=1, session_limit="refuse")
+    app = flask_login_app(flask_login, interface)
+
+    @app.errorhandler(TooManySessions)
+    def too_many(exc: TooManySessions) -> tuple[str, int]:
+        return f"limit {exc.limit}", 409
+
+    first, second = app.test_client(), app.test_client()
+    assert first.post("/login", data={"user": "1"}).status_code == 200
+    response = second.post("/login", data={"user": "1"})
+    assert (response.status_code, response.text) == (409, "limit 1")
+    assert second.get("/").json["user"] is None
+    assert first.get("/").json["user"] == "1"
+
+
+def test_non_string_flask_login_id_is_refused_clearly() -> None:
+    app = make_app(SessionInterface(MemoryStore()))
+    with app.test_request_context("/"):
+        session = current_session()
+        with pytest.raises(TypeError, match="get_id"):
+            session["_user_id"] = ["1"]
+        assert "_user_id" not in session
+        assert session.user_id is None
+
+
+def test_sessions_for_marks_flask_session_as_current() -> None:
+    interface = SessionInterface(MemoryStore())
+    app = make_app(interface)
+
+    @app.post("/login")
+    def do_login() -> str:
+        login("ann")
+        return "in"
+
+    @app.get("/devices")
+    def devices() -> Any:
+        return [
+            [info.handle, info.current] for info in interface.sessions_for("ann", flask.session)
+        ]
+
+    @app.post("/elsewhere")
+    def elsewhere() -> str:
+        return str(interface.revoke_user("ann", keep=flask.session))
+
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login")
+    phone.post("/login")
+    listed = laptop.get("/devices").json
+    assert sorted(current for _, current in listed) == [False, True]
+    assert laptop.post("/elsewhere").text == "1"
+    assert [current for _, current in laptop.get("/devices").json] == [True]
+    other = next(handle for handle, current in listed if not current)
+    assert interface.revoke("ann", other) is False  # already gone
 
 
 # -- a real server ------------------------------------------------------------------------------

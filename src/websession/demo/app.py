@@ -2,9 +2,10 @@
 
 It shows what a real application does with a session: sign-in with id
 rotation, sign-out, flash messages shown once, a CSRF token on every form, a
-cart kept in the session (and so surviving server restarts) and a page that
-shows the session's own record. Standard library only, so it runs on a plain
-``pip install 'websession[cli]'``.
+cart kept in the session (and so surviving server restarts), a page that
+shows the session's own record, and a "your devices" page that lists every
+session of the signed-in user and signs any of them out. Standard library
+only, so it runs on a plain ``pip install 'websession[cli]'``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from ..config import SessionConfig
 from ..errors import SessionConfigError
+from ..identity import UserIndexMissing
 from ..session import Session
 from ..wsgi import SessionMiddleware, get_session
 from . import pages
@@ -83,12 +85,24 @@ def read_form(environ: dict[str, Any]) -> dict[str, str]:
 
 
 class DemoApp:
-    """The shop itself. Expects the session in ``environ`` (wrap it in the middleware)."""
+    """The shop itself. Expects the session in ``environ`` (wrap it in the middleware).
 
-    def __init__(self, users: UserDB, *, config: SessionConfig, store_url: str) -> None:
+    ``sessions`` is that middleware: it lists and revokes a user's sessions for
+    the devices page.
+    """
+
+    def __init__(
+        self,
+        users: UserDB,
+        *,
+        config: SessionConfig,
+        store_url: str,
+        sessions: SessionMiddleware,
+    ) -> None:
         self.users = users
         self.config = config
         self.store_url = store_url
+        self.sessions = sessions
         self._routes: dict[str, dict[str, Callable[[Session, dict[str, Any]], Response]]] = {
             "/": {"GET": self.home},
             "/login": {"GET": self.login_form, "POST": self.login},
@@ -98,6 +112,9 @@ class DemoApp:
             "/cart/add": {"POST": self.cart_add},
             "/cart/remove": {"POST": self.cart_remove},
             "/session": {"GET": self.this_session},
+            "/devices": {"GET": self.devices},
+            "/devices/revoke": {"POST": self.revoke_device},
+            "/devices/revoke-others": {"POST": self.revoke_other_devices},
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -275,6 +292,61 @@ class DemoApp:
         body = pages.session_page(rows, stored=session.handle is not None, store_url=self.store_url)
         return self.page(session, "This session", body)
 
+    # -- your devices: every session of the signed-in user ----------------------------------
+
+    def signed_in(self, session: Session) -> User | None:
+        """The user, or None after queueing a "sign in first" flash for the redirect."""
+        user = self.current_user(session)
+        if user is None:
+            session.flash("Sign in to see the devices you are signed in on.", "info")
+        return user
+
+    def devices(self, session: Session, form: dict[str, Any]) -> Response:
+        user = self.signed_in(session)
+        if user is None:
+            return redirect("/login")
+        try:
+            found = self.sessions.sessions_for(str(user.id), current=session)
+        except UserIndexMissing:
+            body = pages.no_devices_page(self.store_url)
+        else:
+            body = pages.devices_page(found, session.csrf_token())
+        return self.page(session, "Your devices", body)
+
+    def revoke_device(self, session: Session, form: dict[str, Any]) -> Response:
+        user = self.signed_in(session)
+        if user is None:
+            return redirect("/login")
+        handle = form.get("handle", "")
+        if handle and handle == session.handle:
+            # The page offers no button for this browser; "Sign out" is the way.
+            session.flash("That is this browser: use Sign out to end it.", "info")
+            return redirect("/devices")
+        try:
+            revoked = self.sessions.revoke(str(user.id), handle)
+        except UserIndexMissing:
+            return redirect("/devices")  # which explains why there is nothing to revoke
+        if revoked:
+            session.flash(f"Signed out the session {handle}.", "success")
+        else:
+            # Already over (expired, signed out), or not this user's at all.
+            session.flash("That session is no longer signed in.", "info")
+        return redirect("/devices")
+
+    def revoke_other_devices(self, session: Session, form: dict[str, Any]) -> Response:
+        user = self.signed_in(session)
+        if user is None:
+            return redirect("/login")
+        try:
+            count = self.sessions.revoke_user(str(user.id), keep=session)
+        except UserIndexMissing:
+            return redirect("/devices")
+        others = "session" if count == 1 else "sessions"
+        session.flash(
+            f"Signed out {count} other {others}; this browser stays signed in.", "success"
+        )
+        return redirect("/devices")
+
 
 def sqlite_path(store_url: str) -> str | None:
     """The database file of a ``sqlite:///`` URL (as :func:`websession.store_from_url` reads it)."""
@@ -311,7 +383,11 @@ def make_app(
     # The middleware opens the store (and, for SQLite, creates the file in WAL mode)
     # before the users table is added to the same file.
     middleware = SessionMiddleware(app, store=store_url, **session_options)
-    holder.append(DemoApp(UserDB(users_db), config=middleware.config, store_url=store_url))
+    holder.append(
+        DemoApp(
+            UserDB(users_db), config=middleware.config, store_url=store_url, sessions=middleware
+        )
+    )
     return middleware
 
 

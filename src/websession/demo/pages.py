@@ -10,16 +10,22 @@ import html
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..identity import SessionInfo
 
 __all__ = [
     "PRODUCTS",
     "Product",
     "cart_page",
+    "device_label",
+    "devices_page",
     "error_page",
     "home_page",
     "layout",
     "login_page",
+    "no_devices_page",
     "session_page",
 ]
 
@@ -62,6 +68,10 @@ td.num,th.num{text-align:right}
 .hint{color:#59636e;font-size:.9rem}
 code{background:#eff1f3;padding:.1rem .3rem;border-radius:4px}
 .cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(17rem,1fr));gap:1rem}
+.badge{background:#ddf4ff;border:1px solid #54aeff;border-radius:1rem;padding:0 .6rem;
+font-size:.85rem;font-weight:500;margin-left:.5rem;vertical-align:middle}
+.device th{width:9rem;font-weight:500;color:#59636e}
+.device td{word-break:break-word}
 """
 
 
@@ -90,6 +100,7 @@ def layout(
     """A whole page: the navigation bar, this request's flash messages, then ``body``."""
     if user_name is not None and csrf_token is not None:
         account = (
+            '<a href="/devices">Your devices</a>'
             f"<span>Signed in as <strong>{e(user_name)}</strong></span>"
             f'<form method="post" action="/logout">{csrf_field(csrf_token)}'
             '<button class="quiet" type="submit">Sign out</button></form>'
@@ -119,7 +130,10 @@ def home_page(user_name: str | None, cart_count: int) -> str:
     if user_name is None:
         lead = '<p><a href="/login">Sign in or create an account</a> to see id rotation.</p>'
     else:
-        lead = "<p>Your session id was rotated when you signed in: the old one is worthless.</p>"
+        lead = (
+            "<p>Your session id was rotated when you signed in: the old one is worthless. "
+            '<a href="/devices">Your devices</a> lists every browser you are signed in on.</p>'
+        )
     items = "item" if cart_count == 1 else "items"
     return (
         f'<div class="card"><h1>Hello, {e(name)}!</h1>{lead}'
@@ -253,6 +267,103 @@ def session_page(rows: Iterable[tuple[str, str]], *, stored: bool, store_url: st
         f"<code>websession show HANDLE --store {e(store_url)}</code> prints this record from "
         "the shell.</p>"
         "</div>"
+    )
+
+
+# Most specific first: Edge and Opera also name Chrome, Chrome also names Safari.
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def device_label(user_agent: str | None) -> str:
+    """A short name for a device, e.g. ``Firefox on Linux``, from its User-Agent header.
+
+    A rough guess for people to recognise their devices, never for a security decision:
+    the header is whatever the client chose to send.
+    """
+    if not user_agent:
+        return "Unknown device"
+    browser = next((name for token, name in _BROWSERS if token in user_agent), None)
+    system = next((name for token, name in _SYSTEMS if token in user_agent), None)
+    if browser is None:
+        # Not a browser we know: its first product token (``python-httpx/0.28``).
+        browser = user_agent.split()[0][:40]
+    return f"{browser} on {system}" if system else browser
+
+
+def devices_page(found: Sequence[SessionInfo], csrf_token: str, now: float | None = None) -> str:
+    """Every session of the signed-in user, this browser first, each with a sign-out button."""
+    token = csrf_field(csrf_token)
+    cards = []
+    # sorted() is stable: the others stay most recently seen first.
+    for info in sorted(found, key=lambda info: not info.current):
+        badge = '<span class="badge">This browser</span>' if info.current else ""
+        rows = (
+            ("Handle", f"<code>{e(info.handle)}</code>"),
+            ("IP address", e(info.ip or "unknown")),
+            ("User agent", e(info.user_agent or "none sent")),
+            ("Signed in", e(when(info.created, now))),
+            ("Last seen", e(when(info.last_seen, now))),
+            ("Expires", e(when(info.expires, now))),
+        )
+        table = "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in rows)
+        if info.current:
+            action = (
+                '<p class="hint">You are using this one; <strong>Sign out</strong> in the header '
+                "ends it.</p>"
+            )
+        else:
+            action = (
+                f'<form method="post" action="/devices/revoke">{token}'
+                f'<input type="hidden" name="handle" value="{e(info.handle)}">'
+                '<button type="submit">Sign out this device</button></form>'
+            )
+        cards.append(
+            f'<div class="card device" data-handle="{e(info.handle)}"'
+            f' data-current="{"yes" if info.current else "no"}">'
+            f"<h2>{e(device_label(info.user_agent))}{badge}</h2>"
+            f"<table>{table}</table>{action}</div>"
+        )
+    others = sum(1 for info in found if not info.current)
+    if others:
+        everywhere = (
+            f'<form method="post" action="/devices/revoke-others">{token}'
+            '<button type="submit">Log out everywhere else</button></form>'
+        )
+    else:
+        everywhere = "<p>This is the only browser you are signed in on.</p>"
+    return (
+        '<div class="card"><h1>Your devices</h1>'
+        "<p>Every browser signed in to your account: this one, then the others by latest "
+        "activity. Signing one out deletes its session from the store: its next page is a "
+        "guest's.</p>"
+        f"{everywhere}"
+        '<p class="hint">IP address and user agent are recorded when a session is saved; they '
+        "help you recognise a device, and the session is not tied to them.</p></div>"
+        f"{''.join(cards)}"
+    )
+
+
+def no_devices_page(store_url: str) -> str:
+    return (
+        '<div class="card"><h1>Your devices</h1>'
+        f"<p>The store <code>{e(store_url)}</code> keeps no per-user index, so it cannot list "
+        "or sign out a user's sessions. Memory, file, SQLite, SQL and Redis stores can.</p></div>"
     )
 
 

@@ -7,13 +7,16 @@ without it a signed cookie keyed by ``app.secret_key`` (a drop-in for Flask's
 default). Flask's settings (``SESSION_COOKIE_*``, ``PERMANENT_SESSION_LIFETIME``,
 ``SESSION_REFRESH_EACH_REQUEST``) are read at an app's first request, and again
 whenever they change. Flask's own signed cookie can be carried into the new
-session until a cutoff date, so switching logs nobody out.
+session until a cutoff date, so switching logs nobody out. Flask-Login needs
+no extra code: its ``login_user()`` binds the user and rotates the id, its
+``logout_user()`` unbinds the user and rotates the id again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -31,6 +34,7 @@ from ..codecs import register_type
 from ..config import SessionConfig, SessionFields, build_config
 from ..cookies import get_cookie
 from ..errors import SessionConfigError, SessionStateError, StoreUnavailable, UnserializableValue
+from ..identity import SessionInfo, TooManySessions, UserIndexMissing
 from ..session import Session
 from ..stores.base import default_clock
 from ..stores.cookie import CookieStore
@@ -52,6 +56,9 @@ register_type(Markup, "markup", str, Markup)
 _FLASHES = "_flashes"
 _PERMANENT = "_permanent"
 _VIRTUAL = frozenset({_FLASHES, _PERMANENT})
+# Where Flask-Login keeps the signed-in user's id: login_user() sets it (with
+# "_fresh" and "_id"), logout_user() and strong session protection pop it.
+_LOGIN_KEY = "_user_id"
 _MISSING: Any = object()
 # SESSION_REFRESH_EACH_REQUEST: the smallest interval the config accepts, i.e. every request.
 _EVERY_REQUEST = 1e-6
@@ -98,8 +105,12 @@ class FlaskSession(Session, SessionMixin):
     use, is the core flash queue, so flashes from concurrent requests merge;
     ``permanent`` is the opposite of a browser-session cookie.
     ``clear()`` behaves as Flask's does: data, pending flashes and the
-    ``permanent`` flag go; the bound user and CSRF token stay (``logout()``
-    drops those too).
+    ``permanent`` flag go; the CSRF token stays, and so does a user bound with
+    :meth:`login` (``logout()`` drops those too).
+
+    ``session["_user_id"]``, Flask-Login's key, follows the bound user: setting
+    it to another user is a :meth:`login` (user bound, id and CSRF token
+    rotated, data kept), removing it unbinds the user and rotates the id.
     """
 
     __slots__ = ("_environ", "_state")
@@ -158,12 +169,19 @@ class FlaskSession(Session, SessionMixin):
             self._set_flashes(value)
         elif key == _PERMANENT:
             self.permanent = bool(value)
+        elif key == _LOGIN_KEY:
+            self._follow_login(value)
+            Session.__setitem__(self, key, value)
         else:
             Session.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         if key in _VIRTUAL:
             self.pop(key)
+        elif key == _LOGIN_KEY:
+            value = Session.__getitem__(self, key)
+            Session.__delitem__(self, key)
+            self._follow_logout(value)
         else:
             Session.__delitem__(self, key)
 
@@ -195,18 +213,54 @@ class FlaskSession(Session, SessionMixin):
                     raise KeyError(key)
                 return default
             return list(value) if key == _FLASHES else value
+        if key == _LOGIN_KEY and Session.__contains__(self, key):
+            value = Session.pop(self, key)
+            self._follow_logout(value)
+            return value
         return Session.pop(self, key, default)
 
     def clear(self) -> None:
-        """Remove the data, pending flashes and the ``permanent`` flag, as Flask's ``clear()``."""
+        """Remove the data, pending flashes and the ``permanent`` flag, as Flask's ``clear()``.
+
+        Clearing away Flask-Login's ``_user_id`` signs that user out, as ``logout_user()``.
+        """
+        signed_in = Session.get(self, _LOGIN_KEY)
         Session.clear(self)
         self.pop_flashes()
         self.permanent = False
+        if signed_in is not None:
+            self._follow_logout(signed_in)
 
     def logout(self) -> None:
         Session.logout(self)
         # What follows in this request lands in a fresh session, non-permanent as in Flask.
         self._browser_session = True
+
+    def _follow_login(self, value: Any) -> None:
+        """``session["_user_id"] = value`` (Flask-Login's login_user): bind, as :meth:`login`."""
+        if value is None:
+            self._follow_logout(Session.get(self, _LOGIN_KEY))
+            return
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            raise TypeError(
+                f"session[{_LOGIN_KEY!r}] (Flask-Login's user id) must be a non-empty str or "
+                f"int, not {value!r}: get_id() should return a str"
+            )
+        # The same user again (login() already ran, or a repeated login_user) keeps the id.
+        if str(value) != self.user_id:
+            self.login(value)
+
+    def _follow_logout(self, value: Any) -> None:
+        """Flask-Login's ``_user_id`` went (logout_user): unbind, rotate the id and CSRF token.
+
+        The data stays, as Flask-Login leaves it; ``logout()`` is the way to destroy it all.
+        """
+        if value is None:
+            return
+        self._user_id = None
+        if self._csrf is not None:
+            self._csrf = secrets.token_urlsafe(32)
+        self.regenerate()
 
     def _virtual(self, key: str) -> Any:
         if key == _FLASHES:
@@ -280,6 +334,9 @@ class SessionInterface(_FlaskSessionInterface):
     ``legacy_cookie_cutoff`` (an aware datetime): until then a request that
     carries Flask's own signed session cookie gets its contents carried into a
     new websession session. The interface may be shared by several apps.
+
+    With a server store, :meth:`sessions_for`, :meth:`revoke` and
+    :meth:`revoke_user` list and end a user's sessions ("your devices").
     """
 
     def __init__(
@@ -300,8 +357,11 @@ class SessionInterface(_FlaskSessionInterface):
             store = probe.store
         if isinstance(store, str):
             store = store_from_url(store)
-        if store is not None:
-            Driver(store, probe, {}, asynchronous=False)  # refuses async stores now
+        # Refuses async stores now; and lists or revokes a user's sessions, which needs
+        # no Flask settings.
+        self._users = (
+            None if store is None else Driver(store, probe, {}, asynchronous=False, clock=clock)
+        )
         if legacy_cookie_cutoff is not None and (
             not isinstance(legacy_cookie_cutoff, datetime)
             or legacy_cookie_cutoff.utcoffset() is None
@@ -337,6 +397,7 @@ class SessionInterface(_FlaskSessionInterface):
             token = environ.get(state.header_key) or None
         session = FlaskSession(state, environ)
         session._token = token
+        driver.prepare(session)
         if token is not None and state.legacy is not None and _looks_like_flask(token):
             self._carry_legacy(session, state, token)
         return session
@@ -372,6 +433,30 @@ class SessionInterface(_FlaskSessionInterface):
                     response.headers.add(name, value)
                 else:
                     response.headers[name] = value
+
+    # -- a user's sessions ("your devices", "sign out everywhere else") ---------------------
+
+    def sessions_for(self, user_id: str, current: Session | None = None) -> list[SessionInfo]:
+        """The live sessions of ``user_id``, most recently seen first; ``current`` (e.g.
+        ``flask.session``) is marked."""
+        return self._index().sessions_for(user_id, _unproxy(current))
+
+    def revoke(self, user_id: str, handle: str) -> bool:
+        """Sign out one of ``user_id``'s sessions, named by its handle."""
+        return self._index().revoke(user_id, handle)
+
+    def revoke_user(self, user_id: str, keep: Session | Iterable[str] | None = None) -> int:
+        """Sign out all of ``user_id``'s sessions but ``keep`` (``flask.session``, or
+        handles); returns how many went."""
+        return self._index().revoke_user(user_id, _unproxy(keep))
+
+    def _index(self) -> Driver:
+        if self._users is None:
+            raise UserIndexMissing(
+                "signed-cookie sessions live in the browser and keep no per-user index; "
+                "give SessionInterface a server store to list or revoke a user's sessions"
+            )
+        return self._users
 
     # -- per-app state ------------------------------------------------------------------
 
@@ -491,7 +576,7 @@ class SessionInterface(_FlaskSessionInterface):
         for key, value in data.items():
             try:
                 session[key] = value
-            except (UnserializableValue, TypeError) as exc:
+            except (UnserializableValue, TypeError, TooManySessions) as exc:
                 log.warning("Flask session value %r not carried over: %s", key, exc)
         try:
             session[_FLASHES] = flashes
@@ -511,6 +596,12 @@ def _unavailable(response: Response) -> None:
     response.set_data(UNAVAILABLE_BODY)
     for name, value in UNAVAILABLE_HEADERS:
         response.headers[name] = value
+
+
+def _unproxy(session: Any) -> Any:
+    """The session behind ``flask.session`` (a proxy), or ``session`` itself."""
+    unwrap = getattr(session, "_get_current_object", None)
+    return unwrap() if callable(unwrap) else session
 
 
 def current_session() -> FlaskSession:
