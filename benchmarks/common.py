@@ -7,15 +7,18 @@ layer and nothing of an HTTP client or server.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 SCENARIOS = ("read", "write", "new", "untouched")
-STORES = ("memory", "file", "sqlite", "cookie")
+STORES = ("memory", "file", "sqlite", "cookie", "redis", "postgresql")
+#: Stores on a server: requests wait on the network, so ASGI apps run on an event loop.
+NETWORK_STORES = ("redis", "postgresql")
 
 SECRET = "benchmark-secret-key-0123456789abcdef"
 
@@ -193,8 +196,13 @@ def asgi_caller(app: ASGIApp, scope: dict[str, Any]) -> Callable[[], None]:
     return call
 
 
-def asgi_request(app: ASGIApp, scope: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Make one request and return its status, headers and body (used to seed and to check)."""
+def asgi_request(
+    app: ASGIApp, scope: dict[str, Any], *, looped: bool = False
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Make one request and return its status, headers and body (used to seed and to check).
+
+    ``looped`` runs it on the benchmark's event loop (an app whose store awaits the network).
+    """
     seen: dict[str, Any] = {"body": b""}
 
     async def send(message: dict[str, Any]) -> None:
@@ -206,8 +214,81 @@ def asgi_request(app: ASGIApp, scope: dict[str, Any]) -> tuple[int, list[tuple[s
         elif message["type"] == "http.response.body":
             seen["body"] += message.get("body", b"")
 
-    run_coroutine(app(dict(scope), _receive, send))
+    coro = app(dict(scope), _receive, send)
+    if looped:
+        bench_loop().run_until_complete(coro)
+    else:
+        run_coroutine(coro)
     return seen["status"], seen["headers"], seen["body"]
+
+
+# -- an event loop, for apps and clients that await the network ------------------------------
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def bench_loop() -> asyncio.AbstractEventLoop:
+    """The one event loop of this process: async clients stay bound to the loop they met first."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop
+
+
+def close_loop() -> None:
+    """Close the benchmark's event loop (after every async client on it was closed)."""
+    global _loop
+    if _loop is not None and not _loop.is_closed():
+        _loop.run_until_complete(_loop.shutdown_asyncgens())
+        _loop.close()
+    _loop = None
+
+
+class Looped:
+    """A zero-argument callable that awaits ``make()`` on the benchmark's event loop.
+
+    ``repeat(n)`` awaits it ``n`` times within one run of the loop, so a timed
+    figure holds the awaited work and its waits on the network, as in a server,
+    and not the cost of starting the loop once per call.
+    """
+
+    def __init__(self, make: Callable[[], Awaitable[Any]]) -> None:
+        self._make = make
+
+    def __call__(self) -> None:
+        bench_loop().run_until_complete(self._once())
+
+    async def _once(self) -> None:
+        await self._make()
+
+    def repeat(self, n: int) -> None:
+        bench_loop().run_until_complete(self._many(n))
+
+    async def _many(self, n: int) -> None:
+        make = self._make
+        for _ in range(n):
+            await make()
+
+
+def call_n(fn: Callable[[], None], n: int) -> None:
+    """Call ``fn`` ``n`` times (a :class:`Looped` callable does it inside one loop run)."""
+    repeat = getattr(fn, "repeat", None)
+    if repeat is not None:
+        repeat(n)
+        return
+    for _ in range(n):
+        fn()
+
+
+def looped_asgi_caller(app: ASGIApp, scope: dict[str, Any]) -> Looped:
+    """Like :func:`asgi_caller`, for an app that suspends: it runs on the benchmark's loop."""
+
+    def request() -> Awaitable[Any]:
+        result: Awaitable[Any] = app(dict(scope), _receive, _drop)
+        return result
+
+    return Looped(request)
 
 
 def cookies_from(headers: Iterable[tuple[str, str]]) -> str | None:
@@ -237,6 +318,10 @@ class Case:
     build: Callable[[str], Callable[[], None]]
     note: str = ""
     is_websession: bool = False
+    #: This case's own baseline, when the family's does not fit (an app run on an event loop).
+    baseline: Callable[[str], Callable[[], None]] | None = None
+    #: ``reference(scenario)``: the raw client work the case is judged against, or None.
+    reference: Callable[[str], Callable[[], None] | None] | None = None
 
 
 class Unavailable(RuntimeError):
@@ -284,8 +369,7 @@ class Budget:
 def _time(fn: Callable[[], None], n: int) -> int:
     clock = time.perf_counter_ns
     start = clock()
-    for _ in range(n):
-        fn()
+    call_n(fn, n)
     return clock() - start
 
 
@@ -338,21 +422,28 @@ def wsgi_builder(app: WSGIApp, what: str) -> Callable[[str], Callable[[], None]]
     return build
 
 
-def asgi_builder(app: ASGIApp, what: str) -> Callable[[str], Callable[[], None]]:
-    """``build(scenario)`` for an ASGI app serving /read, /write, /new, /untouched and /check."""
+def asgi_builder(
+    app: ASGIApp, what: str, *, looped: bool = False
+) -> Callable[[str], Callable[[], None]]:
+    """``build(scenario)`` for an ASGI app serving /read, /write, /new, /untouched and /check.
+
+    ``looped``: the app awaits the network, so it runs on the benchmark's event loop.
+    """
 
     def build(scenario: str) -> Callable[[], None]:
         cookie = None
         if scenario != "new":
-            status, headers, _ = asgi_request(app, asgi_scope("/new"))
+            status, headers, _ = asgi_request(app, asgi_scope("/new"), looped=looped)
             cookie = cookies_from(headers)
             if status != 200 or cookie is None:
                 raise RuntimeError(f"{what}: seeding gave {status} and no cookie")
-            check_body(asgi_request(app, asgi_scope("/check", cookie))[2], what)
+            check_body(asgi_request(app, asgi_scope("/check", cookie), looped=looped)[2], what)
         scope = asgi_scope("/" + scenario, cookie)
-        status = asgi_request(app, scope)[0]
+        status = asgi_request(app, scope, looped=looped)[0]
         if status != 200:
             raise RuntimeError(f"{what}: /{scenario} answered {status}")
+        if looped:
+            return looped_asgi_caller(app, scope)
         return asgi_caller(app, scope)
 
     return build

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import network
 from .common import (
     SECRET,
+    STORES,
     Case,
     Family,
     Unavailable,
@@ -24,6 +26,7 @@ from .common import (
     wsgi_environ,
 )
 from .websession_stores import make_store
+from .wsgi_family import sync_reference
 
 _SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 #: Which database alias the router sends session queries to (see ``SessionRouter``).
@@ -112,9 +115,24 @@ def setup(workdir: Path) -> None:
                 "NAME": str(workdir / "django-stock.db"),
                 "CONN_MAX_AGE": None,
             },
+            # PostgreSQL, in the run's own schema: django_session is a fixed name.
+            # Connected only when a case uses it.
+            "pg": {
+                "ENGINE": "django.db.backends.postgresql",
+                **network.postgres_params(),
+                "CONN_MAX_AGE": None,
+                "OPTIONS": {"options": f"-c search_path={network.PG_SCHEMA}"},
+            },
         },
         DATABASE_ROUTERS=[f"{__name__}.SessionRouter"],
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "redis": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": network.REDIS_URL,
+                "KEY_PREFIX": network.redis_prefix("django"),
+            },
+        },
         SESSION_FILE_PATH=str(workdir / "django-files"),
         USE_TZ=True,
     )
@@ -128,7 +146,27 @@ def setup(workdir: Path) -> None:
     _configured = True
 
 
-def _activate(*, middleware: bool, engine: str | None = None, alias: str = "default") -> Any:
+_migrated_pg = False
+
+
+def _migrate_pg() -> None:
+    """Create django_session (and Django's migration record) in the run's PostgreSQL schema."""
+    global _migrated_pg
+    network.require("postgresql")
+    if not _migrated_pg:
+        from django.core.management import call_command
+
+        call_command("migrate", "sessions", database="pg", verbosity=0)
+        _migrated_pg = True
+
+
+def _activate(
+    *,
+    middleware: bool,
+    engine: str | None = None,
+    alias: str = "default",
+    cache: str = "default",
+) -> Any:
     """A fresh Django WSGI handler for one case, with that case's settings in force."""
     global _db_alias
     from django.conf import settings
@@ -137,6 +175,7 @@ def _activate(*, middleware: bool, engine: str | None = None, alias: str = "defa
     settings.MIDDLEWARE = [_SESSION_MIDDLEWARE] if middleware else []
     if engine is not None:
         settings.SESSION_ENGINE = engine
+    settings.SESSION_CACHE_ALIAS = cache
     _db_alias = alias
     return WSGIHandler()
 
@@ -171,12 +210,21 @@ _ENGINES = {
     "file": "django.contrib.sessions.backends.file",
     "sqlite": "django.contrib.sessions.backends.db",
     "cookie": "django.contrib.sessions.backends.signed_cookies",
+    "redis": "django.contrib.sessions.backends.cache",
+    "postgresql": "django.contrib.sessions.backends.db",
 }
 
 
 def _django(kind: str, alias: str = "default") -> Callable[[str], Callable[[], None]]:
     def build(scenario: str) -> Callable[[], None]:
-        app = _activate(middleware=True, engine=_ENGINES[kind], alias=alias)
+        cache, database = "default", alias
+        if kind == "redis":
+            network.require("redis")
+            cache = "redis"
+        elif kind == "postgresql":
+            _migrate_pg()
+            database = "pg"
+        app = _activate(middleware=True, engine=_ENGINES[kind], alias=database, cache=cache)
         return _django_builder(app, "dj", f"django {kind}")(scenario)
 
     return build
@@ -190,10 +238,19 @@ def family(workdir: Path) -> Family:
         "file": "file backend",
         "sqlite": "db backend, SQLite WAL + synchronous=NORMAL (same as websession)",
         "cookie": "signed_cookies backend (JSON, zlib-compressed when smaller)",
+        "redis": "cache backend on django.core.cache.backends.redis.RedisCache (pickles values)",
+        "postgresql": "db backend on PostgreSQL (psycopg), persistent connection",
     }
-    for kind in ("memory", "file", "sqlite", "cookie"):
+    for kind in STORES:
         fam.cases.append(
-            Case("django", "websession", kind, _websession(kind, workdir), is_websession=True)
+            Case(
+                "django",
+                "websession",
+                kind,
+                _websession(kind, workdir),
+                is_websession=True,
+                reference=sync_reference(kind),
+            )
         )
         fam.cases.append(Case("django", "django", kind, _django(kind), note=notes[kind]))
         if kind == "sqlite":

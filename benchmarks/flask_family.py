@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import network
 from .common import (
     SECRET,
+    STORES,
     Case,
     Family,
     Unavailable,
@@ -22,6 +24,7 @@ from .common import (
 )
 from .peer_sqlite import use_wal_normal_for_sqlalchemy
 from .websession_stores import make_store
+from .wsgi_family import sync_reference
 
 _names = itertools.count()
 
@@ -113,17 +116,48 @@ def _flask_session_ext(kind: str, workdir: Path) -> Callable[[str], Callable[[],
             config.update(
                 SESSION_TYPE="sqlalchemy", SQLALCHEMY_DATABASE_URI=f"sqlite:///{workdir / label}.db"
             )
+        elif kind == "redis":
+            network.require("redis")
+            import redis
+
+            client = redis.Redis.from_url(network.REDIS_URL)
+            network.on_close(client.close)
+            config.update(
+                SESSION_TYPE="redis",
+                SESSION_REDIS=client,
+                SESSION_KEY_PREFIX=network.redis_prefix(label),
+            )
+        elif kind == "postgresql":
+            network.require("postgresql")
+            try:
+                from flask_sqlalchemy import SQLAlchemy
+            except ImportError:
+                raise Unavailable("Flask-Session's SQL store needs Flask-SQLAlchemy") from None
+            config.update(
+                SESSION_TYPE="sqlalchemy",
+                SQLALCHEMY_DATABASE_URI=network.POSTGRES_URL,
+                SESSION_SQLALCHEMY_SCHEMA=network.PG_SCHEMA,
+                SESSION_SQLALCHEMY_TABLE="flask_sessions",
+            )
         else:
             raise Unavailable("Flask-Session has no cookie store (Flask's own cookie is the peer)")
         app = make_app(_flask_session, **config)
-        if kind == "sqlite":
-            app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
+        if kind in ("sqlite", "postgresql"):
+            db = SQLAlchemy(app)
+            app.config["SESSION_SQLALCHEMY"] = db
+            if kind == "postgresql":
+                network.on_close(lambda: _dispose(app, db))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             Session(app)
         return wsgi_builder(app, f"flask-session {kind}")(scenario)
 
     return build
+
+
+def _dispose(app: Any, db: Any) -> None:
+    with app.app_context():
+        db.engine.dispose()
 
 
 def _flask_cookie(scenario: str) -> Callable[[], None]:
@@ -133,9 +167,16 @@ def _flask_cookie(scenario: str) -> Callable[[], None]:
 
 def family(workdir: Path) -> Family:
     fam = Family("flask", "Flask app (default cookie session installed, unused)", _baseline)
-    for kind in ("memory", "file", "sqlite", "cookie"):
+    for kind in STORES:
         fam.cases.append(
-            Case("flask", "websession", kind, _websession(kind, workdir), is_websession=True)
+            Case(
+                "flask",
+                "websession",
+                kind,
+                _websession(kind, workdir),
+                is_websession=True,
+                reference=sync_reference(kind),
+            )
         )
         if kind == "cookie":
             fam.cases.append(
@@ -152,6 +193,8 @@ def family(workdir: Path) -> Family:
                 "memory": "Flask-Session cachelib SimpleCache",
                 "file": "Flask-Session cachelib FileSystemCache",
                 "sqlite": "Flask-Session sqlalchemy (Flask-SQLAlchemy), WAL + NORMAL",
+                "redis": "Flask-Session redis (msgspec, SETEX)",
+                "postgresql": "Flask-Session sqlalchemy (Flask-SQLAlchemy + psycopg)",
             }[kind]
             fam.cases.append(
                 Case("flask", "flask-session", kind, _flask_session_ext(kind, workdir), note=note)

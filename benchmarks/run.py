@@ -5,7 +5,9 @@
 Every figure is the median over repeats of the mean time per request; a
 case's overhead is its median minus the median of its framework's own
 baseline (the same app, no session layer), timed in alternation with it so
-that drift on a busy machine hits both alike.
+that drift on a busy machine hits both alike. On Redis and PostgreSQL,
+websession is also timed in alternation with the raw client round trips it
+cannot avoid (see ``raw_network``), and reported as a multiple of them.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import raw_cookie
+from . import network, raw_cookie, raw_network
 from .common import (
+    NETWORK_STORES,
     SCENARIOS,
     STORES,
     Budget,
@@ -38,6 +41,7 @@ from .common import (
     asgi_caller,
     asgi_request,
     asgi_scope,
+    call_n,
     cookies_from,
     measure,
     wsgi_caller,
@@ -61,6 +65,9 @@ PACKAGES = (
     "django",
     "starlette",
     "starsessions",
+    "redis",
+    "hiredis",
+    "psycopg",
 )
 
 # Targets from the project's issue, in microseconds of overhead (or multiples of the raw cookie).
@@ -70,6 +77,15 @@ COOKIE_WRITE_MAX_X = 2.0
 SQLITE_READ_MAX_US = 20.0
 SQLITE_WRITE_MAX_US = 60.0
 UNTOUCHED_MAX_US = 2.0
+#: Network stores, as multiples of the raw client's round trips in the same run.
+RAW_MAX_X = {"redis": 1.15, "postgresql": 1.3}
+RAW_NAMES = {
+    "redis": {"read": "GET", "write": "GET+SET", "new": "SET"},
+    "postgresql": {"read": "SELECT", "write": "SELECT+UPDATE"},
+}
+#: The stores on this machine, where the untouched target applies (a network store in its
+#: async form loads when the request starts: see the network section).
+LOCAL_STORES = tuple(s for s in STORES if s not in NETWORK_STORES)
 
 
 @dataclass
@@ -87,27 +103,49 @@ class Row:
     samples_us: list[float] = field(default_factory=list)
     iterations: int = 0
     skipped: str = ""
+    #: Network stores: the raw client work of this scenario (median µs, same run) ...
+    reference_us: float | None = None
+    #: ... and the overhead as a multiple of it (paired per repeat for websession).
+    raw_ratio: float | None = None
 
 
-def _paired(
-    base: Callable[[], None], fn: Callable[[], None], budget: Budget
-) -> tuple[Timing, Timing]:
-    """Time baseline and case in alternating repeats (calibrated separately)."""
+def _paired(fns: Sequence[Callable[[], None]], budget: Budget) -> list[Timing]:
+    """Time the callables in alternating repeats (each calibrated on its own)."""
     probe = Budget(
         1, budget.target_seconds, budget.min_iterations, budget.max_iterations, budget.iterations
     )
-    n_base = measure(base, probe).iterations
-    n_case = measure(fn, probe).iterations
-    base_samples: list[float] = []
-    case_samples: list[float] = []
+    counts = [measure(fn, probe).iterations for fn in fns]
+    samples: list[list[float]] = [[] for _ in fns]
     clock = time.perf_counter_ns
     for _ in range(budget.repeats):
-        for fn_, n, out in ((base, n_base, base_samples), (fn, n_case, case_samples)):
+        for fn, n, out in zip(fns, counts, samples, strict=True):
             start = clock()
-            for _ in range(n):
-                fn_()
+            call_n(fn, n)
             out.append((clock() - start) / n)
-    return Timing(tuple(base_samples), n_base), Timing(tuple(case_samples), n_case)
+    return [Timing(tuple(s), n) for s, n in zip(samples, counts, strict=True)]
+
+
+def network_budget(budget: Budget) -> Budget:
+    """Three times the repeats, each a quarter as long, for cases that wait on a server.
+
+    A round trip on this kind of machine switches between a fast and a slow
+    regime as the scheduler moves the server process (22 vs 65 µs for the
+    same query), for tens of milliseconds at a time; shorter repeats in finer
+    alternation put both sides of a pair in the same regime more often.
+    """
+    if budget.iterations is not None:
+        return budget
+    return Budget(
+        repeats=budget.repeats * 3,
+        target_seconds=budget.target_seconds / 4,
+        min_iterations=budget.min_iterations,
+        max_iterations=budget.max_iterations,
+    )
+
+
+def _median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """The median of per-repeat ratios: a slow moment slows both sides of its pair alike."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 def _load_family(name: str, workdir: Path) -> Family:
@@ -154,34 +192,43 @@ def run_benchmarks(
             continue
         progress(f"{family.name}: {family.title}")
         for scenario in scenarios:
-            base_fn = family.baseline(scenario)
+            family_base = family.baseline(scenario)
             for case in cases:
                 row = Row(
                     family.name, case.impl, case.store, scenario, case.note, case.is_websession
                 )
                 rows.append(row)
                 try:
-                    fn = case.build(scenario)
-                except Unavailable as exc:
-                    row.skipped = str(exc)
-                    continue
-                gc.collect()
-                base, timed = _paired(base_fn, fn, budget)
+                    try:
+                        fn = case.build(scenario)
+                        base_fn = case.baseline(scenario) if case.baseline else family_base
+                        ref = case.reference(scenario) if case.reference else None
+                    except Unavailable as exc:
+                        row.skipped = str(exc)
+                        continue
+                    gc.collect()
+                    timings = _paired(
+                        [base_fn, fn] if ref is None else [base_fn, fn, ref],
+                        network_budget(budget) if case.store in NETWORK_STORES else budget,
+                    )
+                finally:
+                    network.release()
+                base, timed = timings[0], timings[1]
                 row.median_us = timed.median_us
                 row.baseline_us = base.median_us
                 # The median of paired differences: a repeat slowed by another process on the
                 # machine slows its baseline neighbour too, and the pair cancels it.
-                row.overhead_us = (
-                    statistics.median(
-                        c - b for c, b in zip(timed.per_call_ns, base.per_call_ns, strict=True)
-                    )
-                    / 1000.0
-                )
+                diffs = [c - b for c, b in zip(timed.per_call_ns, base.per_call_ns, strict=True)]
+                row.overhead_us = statistics.median(diffs) / 1000.0
+                if ref is not None:
+                    row.reference_us = timings[2].median_us
+                    row.raw_ratio = _median_ratio(diffs, timings[2].per_call_ns)
                 row.samples_us = [round(s / 1000, 3) for s in timed.per_call_ns]
                 row.iterations = timed.iterations
                 progress(
-                    f"  {case.impl:<22} {case.store:<7} {scenario:<9} "
+                    f"  {case.impl:<22} {case.store:<10} {scenario:<9} "
                     f"{row.overhead_us:9.1f} us over {row.baseline_us:.1f}"
+                    + (f" ({row.raw_ratio:.2f}x raw)" if row.raw_ratio is not None else "")
                 )
     _add_ratios(rows)
     return rows, missing
@@ -198,6 +245,64 @@ def _add_ratios(rows: list[Row]) -> None:
         # Below a tenth of a microsecond the websession figure is noise, and so is any ratio.
         if row.overhead_us is not None and reference is not None and reference > 0.1:
             row.ratio = row.overhead_us / reference
+    # Peers on a network store: their overhead over websession's raw reference, same run.
+    raw = {
+        (r.family, r.store, r.scenario): r.reference_us
+        for r in rows
+        if r.is_websession and r.reference_us is not None
+    }
+    for row in rows:
+        floor = raw.get((row.family, row.store, row.scenario))
+        if not row.is_websession and row.overhead_us is not None and floor:
+            row.raw_ratio = row.overhead_us / floor
+
+
+@dataclass
+class StoreLevel:
+    """websession's store call against the raw client doing the same, paired per repeat."""
+
+    store: str
+    form: str
+    operation: str
+    raw_name: str
+    ours_us: float
+    raw_us: float
+    ratio: float
+
+
+def store_level(
+    budget: Budget, stores: Sequence[str], progress: Callable[[str], None]
+) -> tuple[list[StoreLevel], dict[str, str]]:
+    """Store-level figures for the network stores that are selected and reachable."""
+    results: list[StoreLevel] = []
+    missing: dict[str, str] = {}
+    for kind in stores:
+        if kind not in NETWORK_STORES:
+            continue
+        try:
+            pairs = raw_network.references(kind).pairs()
+        except Unavailable as exc:
+            missing[kind] = str(exc)
+            continue
+        progress(f"store level: {kind}")
+        for pair in pairs:
+            gc.collect()
+            raw, ours = _paired([pair.raw, pair.ours], network_budget(budget))
+            item = StoreLevel(
+                pair.store,
+                pair.form,
+                pair.operation,
+                pair.raw_name,
+                ours.median_us,
+                raw.median_us,
+                _median_ratio(ours.per_call_ns, raw.per_call_ns),
+            )
+            results.append(item)
+            progress(
+                f"  {pair.form:<5} {pair.operation:<11} {item.ours_us:8.1f} us vs "
+                f"{pair.raw_name} {item.raw_us:.1f} = {item.ratio:.2f}x"
+            )
+    return results, missing
 
 
 def raw_cookie_reference(budget: Budget) -> dict[str, float]:
@@ -247,7 +352,7 @@ def untouched_store_calls(workdir: Path, requests: int = 200) -> dict[str, int]:
 # -- facts, tables and targets -------------------------------------------------------------
 
 
-def machine_facts(workdir: Path) -> dict[str, str]:
+def machine_facts(workdir: Path, stores: Sequence[str] = STORES) -> dict[str, str]:
     facts = {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
@@ -274,6 +379,12 @@ def machine_facts(workdir: Path) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
     facts["packages"] = ", ".join(versions)
+    facts.update(network.server_facts([s for s in stores if s in NETWORK_STORES]))
+    if any(s in NETWORK_STORES for s in stores):
+        facts["asyncio"] = (
+            "ASGI apps on a network store run on one default asyncio event loop "
+            "(each repeat awaits its requests in one loop run; baselines alike)"
+        )
     return facts
 
 
@@ -356,7 +467,10 @@ def _peer(rows: list[Row], family: str, impl: str, store: str, scenario: str) ->
 
 
 def check_targets(
-    rows: list[Row], raw: dict[str, float], calls: dict[str, int]
+    rows: list[Row],
+    raw: dict[str, float],
+    calls: dict[str, int],
+    levels: Sequence[StoreLevel] = (),
 ) -> list[tuple[bool, str]]:
     """(passed, line) for every target the issue sets, per framework family."""
     checks: list[tuple[bool, str]] = []
@@ -397,7 +511,7 @@ def check_targets(
                 if peer is not None:
                     line += f"; {impl} {peer:.1f} µs"
             checks.append((ours <= limit_us, line))
-        untouched = {s: _ws(rows, fam, s, "untouched") for s in STORES}
+        untouched = {s: _ws(rows, fam, s, "untouched") for s in LOCAL_STORES}
         got = {s: v for s, v in untouched.items() if v is not None}
         if got:
             worst_store = max(got, key=lambda s: got[s])
@@ -412,7 +526,130 @@ def check_targets(
         checks.append(
             (count == 0, f"untouched requests make no store call ({driver}): {count} calls")
         )
+    checks.extend(network_targets(rows, list(levels)))
     return checks
+
+
+_PEERS = ("beaker", "starsessions", "flask-session", "django")
+
+
+def network_targets(rows: list[Row], levels: list[StoreLevel]) -> list[tuple[bool, str]]:
+    """Redis within 1.15x and PostgreSQL within 1.3x of the raw round trips, same run.
+
+    Request-level on the bare WSGI and ASGI families (sync and async clients),
+    store-level for both forms of each store.
+    """
+    checks: list[tuple[bool, str]] = []
+    operation = {"read": "load", "write": "load + save"}
+    for store in NETWORK_STORES:
+        limit = RAW_MAX_X[store]
+        for scenario in ("read", "write"):
+            raw_name = RAW_NAMES[store][scenario]
+            for level in levels:
+                if level.store == store and level.operation == operation[scenario]:
+                    checks.append(
+                        (
+                            level.ratio <= limit,
+                            f"[store {level.form}] {store} {level.operation} <= {limit:g}x raw "
+                            f"{raw_name}: websession {level.ours_us:.1f} µs, raw "
+                            f"{level.raw_us:.1f} µs = {level.ratio:.2f}x",
+                        )
+                    )
+            for fam in TARGET_FAMILIES:
+                ours = next(
+                    (
+                        r
+                        for r in rows
+                        if r.is_websession
+                        and (r.family, r.store, r.scenario) == (fam, store, scenario)
+                        and r.raw_ratio is not None
+                    ),
+                    None,
+                )
+                if (
+                    ours is None
+                    or ours.overhead_us is None
+                    or ours.reference_us is None
+                    or ours.raw_ratio is None
+                ):
+                    continue
+                line = (
+                    f"[{fam}] {store} {scenario} request <= {limit:g}x raw {raw_name} "
+                    f"({ours.reference_us:.1f} µs): websession {ours.overhead_us:.1f} µs = "
+                    f"{ours.raw_ratio:.2f}x"
+                )
+                for impl in _PEERS:
+                    peer = _peer(rows, fam, impl, store, scenario)
+                    if peer is not None:
+                        line += f"; {impl} {peer:.1f} µs = {peer / ours.reference_us:.2f}x"
+                checks.append((ours.raw_ratio <= limit, line))
+    return checks
+
+
+def render_network(rows: list[Row], levels: list[StoreLevel], scenarios: Sequence[str]) -> str:
+    """websession and its peers on Redis and PostgreSQL as multiples of the raw round trips."""
+    out: list[str] = []
+    if levels:
+        out.append(
+            "\n== network stores, store level: websession's call / the raw client's "
+            "(paired repeats, µs per call) =="
+        )
+        out.append(
+            f"{'store':<11} {'form':<6} {'operation':<12} {'websession':>10} "
+            f"{'raw':>16} {'ratio':>6}"
+        )
+        for level in levels:
+            out.append(
+                f"{level.store:<11} {level.form:<6} {level.operation:<12} "
+                f"{level.ours_us:10.1f} {level.raw_name:>8} {level.raw_us:7.1f} "
+                f"{level.ratio:5.2f}x"
+            )
+    net_rows = [r for r in rows if r.store in NETWORK_STORES and r.overhead_us is not None]
+    if net_rows:
+        out.append(
+            "\n== network stores, request level: overhead / the raw round trips of the "
+            "scenario (sync clients for WSGI families, asyncio for ASGI) =="
+        )
+        head = f"{'store':<11} {'family':<10} {'implementation':<16}" + "".join(
+            f" {s:>15}" for s in scenarios
+        )
+        out.append(head)
+        out.append("-" * len(head))
+        keys: list[tuple[str, str, str]] = []
+        for r in net_rows:
+            if (r.store, r.family, r.impl) not in keys:
+                keys.append((r.store, r.family, r.impl))
+        for store, family, impl in keys:
+            cells = {
+                r.scenario: r
+                for r in net_rows
+                if (r.store, r.family, r.impl) == (store, family, impl)
+            }
+            line = f"{store:<11} {family:<10} {impl:<16}"
+            for scenario in scenarios:
+                cell = cells.get(scenario)
+                if cell is None or cell.overhead_us is None:
+                    line += f" {'n/a':>15}"
+                elif cell.raw_ratio is None:
+                    line += f" {cell.overhead_us:9.1f}      "
+                else:
+                    line += f" {cell.overhead_us:7.1f} {cell.raw_ratio:5.2f}x"
+            out.append(line)
+        refs = {
+            (r.store, r.family, r.scenario): r.reference_us
+            for r in rows
+            if r.is_websession and r.reference_us is not None
+        }
+        if refs:
+            out.append("  raw round trips in the same run (µs):")
+            for store in NETWORK_STORES:
+                for family in FAMILIES:
+                    got = {sc: v for (st, fa, sc), v in refs.items() if (st, fa) == (store, family)}
+                    if got:
+                        names = RAW_NAMES[store]
+                        detail = ", ".join(f"{names[sc]} {v:.1f}" for sc, v in got.items())
+                        out.append(f"    {store:<11} {family:<10} {detail}")
+    return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,29 +681,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer_filter = [o for o in only if o not in FAMILIES and o not in STORES]
 
     started = time.perf_counter()
+    progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="websession-bench-") as tmp:
         workdir = Path(tmp)
-        facts = machine_facts(workdir)
-        print("websession benchmarks: " + ("--quick" if args.quick else "full run"))
-        for key, value in facts.items():
-            print(f"  {key}: {value}")
-        print(
-            f"  method: in-process WSGI/ASGI calls, {budget.repeats} repeats alternating with the "
-            "baseline, median of per-request means"
-        )
-        from .peer_sqlite import use_wal_normal_for_sqlalchemy
+        try:
+            facts = machine_facts(workdir, stores)
+            print("websession benchmarks: " + ("--quick" if args.quick else "full run"))
+            for key, value in facts.items():
+                print(f"  {key}: {value}")
+            print(
+                f"  method: in-process WSGI/ASGI calls, {budget.repeats} repeats alternating with "
+                "the baseline, median of per-request means"
+            )
+            if any(s in NETWORK_STORES for s in stores):
+                net = network_budget(budget)
+                print(
+                    f"  network stores: {net.repeats} shorter repeats, the raw client round trips "
+                    "timed in the same alternation; ratios are medians of per-repeat ratios"
+                )
+            from .peer_sqlite import use_wal_normal_for_sqlalchemy
 
-        use_wal_normal_for_sqlalchemy()
-        rows, missing = run_benchmarks(
-            budget,
-            only=peer_filter,
-            families=families,
-            stores=stores,
-            workdir=workdir,
-            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-        )
-        raw = raw_cookie_reference(budget)
-        calls = untouched_store_calls(workdir)
+            use_wal_normal_for_sqlalchemy()
+            rows, missing = run_benchmarks(
+                budget,
+                only=peer_filter,
+                families=families,
+                stores=stores,
+                workdir=workdir,
+                progress=progress,
+            )
+            levels, missing_levels = store_level(budget, stores, progress)
+            raw = raw_cookie_reference(budget)
+            calls = untouched_store_calls(workdir)
+        finally:
+            raw_network.forget()
+            problems = network.cleanup()
     for name, reason in missing.items():
         print(f"\nfamily {name} not measured: {reason}")
     print(render_tables(rows, SCENARIOS))
@@ -474,16 +723,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nraw signed-cookie reference (msgspec JSON + urlsafe base64 + HMAC-SHA256, "
         f"same payload): read {raw['read']:.1f} µs, write round trip {raw['write']:.1f} µs"
     )
+    network_report = render_network(rows, levels, SCENARIOS)
+    if network_report:
+        print(network_report)
+    for kind, reason in missing_levels.items():
+        print(f"\n{kind} store level not measured: {reason}")
     print(
         "\n== targets (overhead, median, same run; judged on the bare "
         + " and ".join(TARGET_FAMILIES)
         + " families) =="
     )
-    checks = check_targets(rows, raw, calls)
+    checks = check_targets(rows, raw, calls, levels)
     for passed, line in checks:
         print(f"{'PASS' if passed else 'MISS'}  {line}")
+    for problem in problems:
+        print(f"\ncleanup: {problem}")
     elapsed = time.perf_counter() - started
-    print(f"\n{len(rows)} measurements in {elapsed:.0f} s")
+    print(f"\n{len(rows) + len(levels)} measurements in {elapsed:.0f} s")
     if args.json is not None:
         args.json.write_text(
             json.dumps(
@@ -491,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "facts": facts,
                     "budget": asdict(budget),
                     "raw_cookie_us": raw,
+                    "store_level": [asdict(level) for level in levels],
                     "untouched_store_calls": calls,
                     "targets": [{"pass": p, "check": line} for p, line in checks],
                     "missing_families": missing,

@@ -7,8 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import network
 from .common import (
+    NETWORK_STORES,
     SECRET,
+    STORES,
     Case,
     Family,
     Unavailable,
@@ -16,10 +19,11 @@ from .common import (
     asgi_caller,
     asgi_scope,
     fill_session,
+    looped_asgi_caller,
     read_session,
     write_session,
 )
-from .websession_stores import make_store
+from .websession_stores import make_async_store, make_store
 
 
 def make_app(load: Callable[[Any], Any] | None, *, uses_session: bool = True) -> Any:
@@ -96,15 +100,42 @@ def _bare_baseline(scenario: str) -> Callable[[], None]:
 AppFactory = Callable[..., Any]
 
 
+def _looped_baseline(factory: AppFactory) -> Callable[[str], Callable[[], None]]:
+    """The baseline for apps run on the event loop: the same app, run on it too."""
+
+    def baseline(scenario: str) -> Callable[[], None]:
+        return looped_asgi_caller(factory(None, uses_session=False), asgi_scope("/" + scenario))
+
+    return baseline
+
+
+def _async_reference(kind: str) -> Callable[[str], Callable[[], None] | None]:
+    """The raw asyncio client work an async websession case is judged against."""
+
+    def reference(scenario: str) -> Callable[[], None] | None:
+        from .raw_network import references
+
+        ref: Callable[[], None] | None = references(kind).request_reference(
+            scenario, asynchronous=True
+        )
+        return ref
+
+    return reference
+
+
 def _websession(
     kind: str, workdir: Path, factory: AppFactory
 ) -> Callable[[str], Callable[[], None]]:
     from websession.asgi import SessionMiddleware
 
+    looped = kind in NETWORK_STORES
+
     def build(scenario: str) -> Callable[[], None]:
-        store = make_store(kind, workdir, f"asgi-{factory.__name__}-{scenario}")
+        label = f"asgi-{factory.__name__}-{scenario}"
+        # Network stores in their async form, as the ASGI middleware requires.
+        store = make_async_store(kind, label) if looped else make_store(kind, workdir, label)
         app = SessionMiddleware(factory(None), store=store)
-        return asgi_builder(app, f"websession {kind} ({factory.__name__})")(scenario)
+        return asgi_builder(app, f"websession {kind} ({factory.__name__})", looped=looped)(scenario)
 
     return build
 
@@ -125,17 +156,41 @@ def _starsessions(kind: str, factory: AppFactory) -> Callable[[str], Callable[[]
             from starsessions import CookieStore, InMemoryStore, SessionMiddleware, load_session
         except ImportError as exc:
             raise Unavailable(f"starsessions not installed: {exc}") from None
-        store: Any = InMemoryStore() if kind == "memory" else CookieStore(secret_key=SECRET)
+        store: Any
+        if kind == "memory":
+            store = InMemoryStore()
+        elif kind == "cookie":
+            store = CookieStore(secret_key=SECRET)
+        elif kind == "redis":
+            network.require("redis")
+            import redis.asyncio
+            from starsessions.stores.redis import RedisStore
+
+            client = redis.asyncio.Redis.from_url(network.REDIS_URL)
+            network.on_aclose(client.aclose)
+            store = RedisStore(
+                connection=client, prefix=network.redis_prefix(f"starsessions-{scenario}")
+            )
+        else:
+            raise Unavailable(f"starsessions has no {kind} store (memory, cookie and Redis only)")
         app = SessionMiddleware(
             factory(load_session), store=store, lifetime=1800, cookie_https_only=False
         )
-        return asgi_builder(app, f"starsessions {kind}")(scenario)
+        return asgi_builder(app, f"starsessions {kind}", looped=kind in NETWORK_STORES)(scenario)
+
+    return build
+
+
+def _no_server_side(kind: str) -> Callable[[str], Callable[[], None]]:
+    def build(scenario: str) -> Callable[[], None]:
+        raise Unavailable(f"Starlette's SessionMiddleware has only the cookie, no {kind} store")
 
     return build
 
 
 def _cases(fam: Family, workdir: Path, factory: AppFactory) -> Family:
-    for kind in ("memory", "file", "sqlite", "cookie"):
+    for kind in STORES:
+        network_store = kind in NETWORK_STORES
         fam.cases.append(
             Case(
                 fam.name,
@@ -143,6 +198,8 @@ def _cases(fam: Family, workdir: Path, factory: AppFactory) -> Family:
                 kind,
                 _websession(kind, workdir, factory),
                 is_websession=True,
+                baseline=_looped_baseline(factory) if network_store else None,
+                reference=_async_reference(kind) if network_store else None,
             )
         )
         if kind == "memory":
@@ -174,6 +231,20 @@ def _cases(fam: Family, workdir: Path, factory: AppFactory) -> Family:
                     note="starsessions CookieStore (itsdangerous)",
                 )
             )
+        elif network_store:
+            fam.cases.append(
+                Case(
+                    fam.name,
+                    "starsessions",
+                    kind,
+                    _starsessions(kind, factory),
+                    note="starsessions RedisStore (redis.asyncio, JSON, SET EX)"
+                    if kind == "redis"
+                    else "",
+                    baseline=_looped_baseline(factory),
+                )
+            )
+            fam.cases.append(Case(fam.name, "starlette", kind, _no_server_side(kind)))
     return fam
 
 

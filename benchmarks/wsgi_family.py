@@ -6,8 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import network
 from .common import (
+    NETWORK_STORES,
     SECRET,
+    STORES,
     Case,
     Family,
     Unavailable,
@@ -68,7 +71,47 @@ def _websession(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]
     return build
 
 
-_BEAKER_TYPES = {"memory": "memory", "file": "file", "sqlite": "ext:database", "cookie": "cookie"}
+_BEAKER_TYPES = {
+    "memory": "memory",
+    "file": "file",
+    "sqlite": "ext:database",
+    "cookie": "cookie",
+    "redis": "ext:redis",
+    "postgresql": "ext:database",
+}
+
+
+def sync_reference(kind: str) -> Callable[[str], Callable[[], None] | None] | None:
+    """The raw client work a sync websession case on a network store is judged against."""
+    if kind not in NETWORK_STORES:
+        return None
+
+    def reference(scenario: str) -> Callable[[], None] | None:
+        from .raw_network import references
+
+        ref: Callable[[], None] | None = references(kind).request_reference(
+            scenario, asynchronous=False
+        )
+        return ref
+
+    return reference
+
+
+def _beaker_redis_namespace(prefix: str) -> Any:
+    """Beaker's own Redis namespace manager, with this run's key prefix in front of its keys.
+
+    Beaker names its keys ``beaker_cache:<id>:session`` with no prefix option;
+    the prefix (one string concatenation per key) lets the run remove exactly
+    what it wrote.
+    """
+    from beaker.ext.redisnm import RedisNamespaceManager
+
+    class PrefixedRedisNamespaceManager(RedisNamespaceManager):  # type: ignore[misc]
+        def _format_key(self, key: Any) -> str:
+            formatted: str = super()._format_key(key)
+            return prefix + formatted
+
+    return PrefixedRedisNamespaceManager
 
 
 def _beaker(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
@@ -91,6 +134,18 @@ def _beaker(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
             config["session.lock_dir"] = str(workdir / label / "lock")
         elif kind == "cookie":
             config["session.validate_key"] = SECRET
+        elif kind == "redis":
+            network.require("redis")
+            config["session.url"] = network.REDIS_URL
+            config["session.namespace_class"] = _beaker_redis_namespace(network.redis_prefix(label))
+            # With a timeout Beaker gives its keys a TTL (SETEX), as websession does.
+            config["session.timeout"] = 1800
+        elif kind == "postgresql":
+            network.require("postgresql")
+            config["session.url"] = network.POSTGRES_URL
+            config["session.schema_name"] = network.PG_SCHEMA
+            config["session.table_name"] = "beaker_cache"
+            config["session.lock_dir"] = str(workdir / label / "lock")
         app = SessionMiddleware(
             plain_app(lambda environ: environ["beaker.session"], lambda s: s.save()), config
         )
@@ -101,15 +156,24 @@ def _beaker(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
 
 def family(workdir: Path) -> Family:
     fam = Family("wsgi", "plain WSGI callable", _baseline)
-    for kind in ("memory", "file", "sqlite", "cookie"):
+    for kind in STORES:
         fam.cases.append(
-            Case("wsgi", "websession", kind, _websession(kind, workdir), is_websession=True)
+            Case(
+                "wsgi",
+                "websession",
+                kind,
+                _websession(kind, workdir),
+                is_websession=True,
+                reference=sync_reference(kind),
+            )
         )
         note = {
             "memory": "beaker memory namespace",
             "file": "beaker file namespace (file locks)",
             "sqlite": "beaker ext:database over SQLAlchemy, pickled rows",
             "cookie": "beaker cookie, signed (validate_key), pickle serializer",
+            "redis": "beaker ext:redis (pickle, SETEX; keys prefixed for cleanup)",
+            "postgresql": "beaker ext:database over SQLAlchemy + psycopg, pickled rows",
         }[kind]
         fam.cases.append(Case("wsgi", "beaker", kind, _beaker(kind, workdir), note=note))
     return fam

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,47 @@ def test_output_has_facts_tables_and_target_lines(report: tuple[str, dict[str, A
     assert data["untouched_store_calls"]["wsgi memory"] == 0
     peer = next(r for r in data["rows"] if r["impl"] == "beaker" and r["scenario"] == "read")
     assert peer["ratio"] is None or peer["ratio"] > 0
+
+
+def test_a_missing_server_is_reported_not_measured(tmp_path: Path) -> None:
+    """Without a Redis server the run still succeeds and says plainly what it could not measure."""
+    out = tmp_path / "out.json"
+    env = {
+        **os.environ,
+        # Port 1 on loopback: nothing listens there, so the connection is refused at once.
+        "WEBSESSION_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--iterations",
+            "5",
+            "--repeats",
+            "1",
+            "--only",
+            "wsgi,redis,beaker",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    rows = data["rows"]
+    assert {r["impl"] for r in rows} == {"websession", "beaker"}
+    for row in rows:
+        assert row["store"] == "redis"
+        assert "no Redis server" in row["skipped"]
+        assert row["overhead_us"] is None
+    assert "not measured: no Redis server at WEBSESSION_REDIS_URL=" in done.stdout
+    assert "redis store level not measured" in done.stdout
+    assert data["store_level"] == []
+    assert not any("redis" in t["check"] for t in data["targets"])
