@@ -48,6 +48,7 @@ save and the index update leaves that session out of the index.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import inspect
 import math
@@ -326,7 +327,7 @@ def _host_port(kind: str, url: str, item: str, default_port: int) -> tuple[str, 
     return host, int(port) if port else default_port
 
 
-class _RedisCommon:
+class _RedisCommon(abc.ABC):
     """What the sync and async stores share: configuration, encoding and decoding of replies.
 
     The I/O methods live in the two subclasses and differ only by ``await``.
@@ -402,8 +403,9 @@ class _RedisCommon:
             self.client, "nodes_manager"
         )
 
+    @abc.abstractmethod
     def _check_client(self, client: Any) -> None:
-        raise NotImplementedError
+        """Done differently by the sync and the async form."""
 
     def _connection_retry(self) -> Any:
         # One immediate retry on a broken connection (e.g. a server restart);

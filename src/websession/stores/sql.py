@@ -35,6 +35,7 @@ never parses a payload, so rows written by a newer websession load fine.
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import logging
@@ -457,7 +458,7 @@ def _check_name(kind: str, option: str, value: Any) -> None:
 # -- what the two stores share -------------------------------------------------------------------
 
 
-class _SQLCommon:
+class _SQLCommon(abc.ABC):
     """Configuration, statements and every operation, written once.
 
     The operations are synchronous methods on the sync engine; :class:`SQLStore`
@@ -607,14 +608,17 @@ class _SQLCommon:
             _use_wal(self._sync_engine(engine))
         return engine
 
+    @abc.abstractmethod
     def _create_engine(self, url: URL, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        """Done differently by the sync and the async form."""
 
+    @abc.abstractmethod
     def _sync_engine(self, engine: Any) -> Engine:
-        raise NotImplementedError
+        """Done differently by the sync and the async form."""
 
+    @abc.abstractmethod
     def _check_engine(self, engine: Any) -> None:
-        raise NotImplementedError
+        """Done differently by the sync and the async form."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.store_url!r})"
