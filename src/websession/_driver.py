@@ -31,6 +31,8 @@ from .urls import store_from_url
 
 DEFAULT_STORE_URL = "sqlite:///websession.db"
 log = logging.getLogger("websession")
+#: Flow.loaded or Flow.adopt_legacy: takes what the store returned, names a key to delete.
+Adopt = Callable[[Session, str, Entry | None], str | None]
 security_log = logging.getLogger("websession.security")
 
 
@@ -161,60 +163,49 @@ class Driver:
             return
         flow = self.flow
         key = flow.load_key(session)
-        if key is not None:
-            try:
-                entry = await self.async_store.load(key)
-            except StoreUnavailable as exc:
-                self._degrade(session, exc)
-                return
-            doomed = flow.loaded(session, key, entry)
-            if doomed is not None:
-                await self.async_store.delete(doomed)
+        if key is not None and not await self._afetch(session, key, flow.loaded):
+            return
         if flow.legacy_until is not None:
             old = flow.legacy_key(session)
-            if old is None:
-                return
-            try:
-                entry = await self.async_store.load(old)
-            except StoreUnavailable as exc:
-                self._degrade(session, exc)
-                return
-            doomed = flow.adopt_legacy(session, old, entry)
-            if doomed is not None:
-                await self.async_store.delete(doomed)
+            if old is not None:
+                await self._afetch(session, old, flow.adopt_legacy)
 
     def load(self, session: Session) -> None:
         """The lazy loader of inline sessions (runs on the first touch)."""
         flow = self.flow
         key = flow.load_key(session)
-        if key is not None:
-            store = self.sync_store
-            try:
-                entry = store.load(key)
-            except StoreUnavailable as exc:
-                self._degrade(session, exc)
-                return
-            doomed = flow.loaded(session, key, entry)
-            if doomed is not None:
-                store.delete(doomed)
-        if flow.legacy_until is not None:
-            self._load_legacy(session)
-
-    def _load_legacy(self, session: Session) -> None:
-        """Look the token up among migrated sessions (see ``legacy_session_cutoff``)."""
-        flow = self.flow
-        old = flow.legacy_key(session)
-        if old is None:
+        if key is not None and not self._fetch(session, key, flow.loaded):
             return
+        if flow.legacy_until is not None:
+            # Migrated sessions (legacy_session_cutoff): one more lookup, until the cutoff.
+            old = flow.legacy_key(session)
+            if old is not None:
+                self._fetch(session, old, flow.adopt_legacy)
+
+    def _fetch(self, session: Session, key: str, adopt: Adopt) -> bool:
+        """Load ``key`` and let the flow ``adopt`` it; False when the store failed."""
         store = self.sync_store
         try:
-            entry = store.load(old)
+            entry = store.load(key)
         except StoreUnavailable as exc:
             self._degrade(session, exc)
-            return
-        doomed = flow.adopt_legacy(session, old, entry)
+            return False
+        doomed = adopt(session, key, entry)
         if doomed is not None:
             store.delete(doomed)
+        return True
+
+    async def _afetch(self, session: Session, key: str, adopt: Adopt) -> bool:
+        store = self.async_store
+        try:
+            entry = await store.load(key)
+        except StoreUnavailable as exc:
+            self._degrade(session, exc)
+            return False
+        doomed = adopt(session, key, entry)
+        if doomed is not None:
+            await store.delete(doomed)
+        return True
 
     def close(
         self,
