@@ -468,7 +468,7 @@ def test_gc_has_nothing_to_do_for_cookies_or_native_ttl(monkeypatch: pytest.Monk
         def delete_expired(self, limit: int = 1000) -> int:
             raise AssertionError("a store with native TTL must not be swept")
 
-    monkeypatch.setattr("websession.cli.store_from_url", lambda url: NativeTTLStore())
+    monkeypatch.setattr("websession._clitools.store_from_url", lambda url: NativeTTLStore())
     native = run("gc", "--store", "redis://localhost")
     assert native.exit_code == 0
     assert native.stdout.strip() == (

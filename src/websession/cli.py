@@ -19,14 +19,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from . import __version__
-from .errors import SessionError, StoreError
+from .errors import SessionError
 from .ids import handle_of
 from .stores.base import UserIndex
-from .urls import mask_url, store_from_url
+from .urls import mask_url
 
 if TYPE_CHECKING:
     import click
@@ -43,7 +43,6 @@ __all__ = ["DEFAULT_STORE_URL", "ENV_STORE", "main", "make_cli"]
 DEFAULT_STORE_URL = "sqlite:///websession.db"
 ENV_STORE = "WEBSESSION_STORE"
 #: Exit status for every mistake the user can correct (click uses 2 for usage errors too).
-EXIT_USAGE = 2
 _HANDLE_RE = re.compile(r"[0-9a-f]{1,64}")
 _MISSING_DEPS = (
     "websession: the command-line tool needs click and rich ({name} is not installed).\n"
@@ -132,40 +131,23 @@ def make_cli() -> click.Group:
     from rich.table import Table
     from rich.text import Text
 
-    class UserError(click.ClickException):
-        """A mistake the user can fix: one line on stderr, exit status 2."""
-
-        exit_code = EXIT_USAGE
-
-    def fail(message: str) -> NoReturn:
-        raise UserError(message)
+    from ._clitools import fail, opened_store
 
     def stdout_console() -> Console:
         # Piped output keeps whole rows on one line for grep; a terminal gets its own width.
         width = None if sys.stdout.isatty() else 200
         return Console(width=width, highlight=False, soft_wrap=False)
 
-    @contextmanager
-    def opened(url: str) -> Iterator[Any]:
-        if "://" not in url:
-            fail(f"{url!r} is not a store URL; try sqlite:///websession.db or file:///dir")
-        missing = _missing_database(url)
-        if missing is not None:
-            fail(f"{missing} (check --store or ${ENV_STORE})")
-        try:
-            store = store_from_url(url)
-        except SessionError as exc:
-            fail(f"bad store URL: {exc}")
-        except ImportError as exc:
-            fail(f"{mask_url(url)} needs a package that is not installed: {exc}")
-        try:
-            yield store
-        except (StoreError, sqlite3.Error, OSError) as exc:
-            fail(f"store {mask_url(url)} failed: {exc}")
-        finally:
-            close = getattr(store, "close", None)
-            if callable(close):
-                close()
+    def opened(url: str) -> Any:
+        return opened_store(
+            url,
+            hint="try sqlite:///websession.db or file:///dir",
+            check=lambda u: (
+                None
+                if (missing := _missing_database(u)) is None
+                else f"{missing} (check --store or ${ENV_STORE})"
+            ),
+        )
 
     @contextmanager
     def inspectable(url: str, action: str) -> Iterator[ListableStore]:

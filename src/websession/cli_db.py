@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 
-from .cli import ENV_STORE, EXIT_USAGE
+from ._clitools import fail
+from .cli import ENV_STORE
 from .errors import SessionError, StoreError
 from .urls import mask_url
 
@@ -28,37 +29,27 @@ if TYPE_CHECKING:
 __all__ = ["db"]
 
 
-class _UserError(click.ClickException):
-    """A mistake the user can fix: one line on stderr, exit status 2."""
-
-    exit_code = EXIT_USAGE
-
-
-def _fail(message: str) -> NoReturn:
-    raise _UserError(message)
-
-
 @contextmanager
 def _sql_store(url: str) -> Iterator[SQLStore]:
     if "://" not in url:
-        _fail(f"{url!r} is not a store URL; try postgresql+psycopg://user@host/dbname")
+        fail(f"{url!r} is not a store URL; try postgresql+psycopg://user@host/dbname")
     try:
         from .stores.sql import SQLStore, is_sql_url
     except ImportError as exc:
-        _fail(f"the SQL store needs SQLAlchemy ({exc}); pip install 'websession[sql]'")
+        fail(f"the SQL store needs SQLAlchemy ({exc}); pip install 'websession[sql]'")
     if not is_sql_url(url):
-        _fail(
+        fail(
             f"{mask_url(url)} is not an SQL database URL (such as postgresql+psycopg://, "
             "mysql+pymysql:// or sqlite+pysqlite://); only the SQL store has a table to manage"
         )
     try:
         store = SQLStore(url)
     except SessionError as exc:
-        _fail(f"bad store URL: {exc}")
+        fail(f"bad store URL: {exc}")
     try:
         yield store
     except StoreError as exc:
-        _fail(f"store {mask_url(url)} failed: {exc}")
+        fail(f"store {mask_url(url)} failed: {exc}")
     finally:
         store.close()
 

@@ -33,17 +33,18 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
 
-from .cli import ENV_STORE, EXIT_USAGE
+from ._clitools import fail, opened_store
+from .cli import ENV_STORE
 from .codecs import Payload, encode_payload
-from .errors import Conflict, SessionError, StoreError, UnserializableValue
+from .errors import Conflict, UnserializableValue
 from .ids import legacy_key
 from .stores.base import Meta, Store
-from .urls import mask_url, store_from_url
+from .urls import mask_url
 
 __all__ = ["LegacyRecord", "migrate", "write_records"]
 
@@ -92,14 +93,6 @@ class Skipped:
 
 
 Item = LegacyRecord | Skipped
-
-
-class _UserError(click.ClickException):
-    exit_code = EXIT_USAGE
-
-
-def _fail(message: str) -> NoReturn:
-    raise _UserError(message)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -231,12 +224,12 @@ def _sqlite_rows(path: str, query: str) -> Iterator[Iterator[tuple[Any, ...]]]:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        _fail(f"cannot open the SQLite database {path!r}: {exc}")
+        fail(f"cannot open the SQLite database {path!r}: {exc}")
     try:
         try:
             cursor = conn.execute(query)
         except sqlite3.Error as exc:
-            _fail(f"cannot read {path!r}: {exc}")
+            fail(f"cannot read {path!r}: {exc}")
         yield iter(cursor)
     finally:
         conn.close()
@@ -247,27 +240,27 @@ def _sql_rows(url: str, query: str) -> Iterator[Iterator[tuple[Any, ...]]]:
     try:
         import sqlalchemy
     except ImportError:
-        _fail("reading a database URL needs SQLAlchemy: pip install 'websession[sql]'")
+        fail("reading a database URL needs SQLAlchemy: pip install 'websession[sql]'")
     try:
         engine = sqlalchemy.create_engine(url)
     except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
-        _fail(f"bad database URL {mask_url(url)}: {exc}")
+        fail(f"bad database URL {mask_url(url)}: {exc}")
     try:
         with engine.connect() as conn:
             try:
                 result = conn.execution_options(stream_results=True).execute(sqlalchemy.text(query))
             except sqlalchemy.exc.SQLAlchemyError as exc:
-                _fail(f"cannot read {mask_url(url)}: {exc}")
+                fail(f"cannot read {mask_url(url)}: {exc}")
             yield (tuple(row) for row in result)
     except sqlalchemy.exc.OperationalError as exc:
-        _fail(f"cannot connect to {mask_url(url)}: {exc}")
+        fail(f"cannot connect to {mask_url(url)}: {exc}")
     finally:
         engine.dispose()
 
 
 def _table(name: str) -> str:
     if not _IDENTIFIER.fullmatch(name):
-        _fail(f"--table {name!r} is not a table name (letters, digits, _; schema.table allowed)")
+        fail(f"--table {name!r} is not a table name (letters, digits, _; schema.table allowed)")
     return ".".join(f'"{part}"' for part in name.split("."))
 
 
@@ -376,12 +369,12 @@ def _redis_records(url: str, prefix: str) -> Iterator[tuple[str, bytes, float | 
     try:
         import redis
     except ImportError:
-        _fail("reading Redis needs redis-py: pip install 'websession[redis]'")
+        fail("reading Redis needs redis-py: pip install 'websession[redis]'")
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
     try:
         client = redis.Redis.from_url(url)
     except ValueError as exc:
-        _fail(f"bad Redis URL {mask_url(url)}: {exc}")
+        fail(f"bad Redis URL {mask_url(url)}: {exc}")
     try:
         batch: list[bytes] = []
         for key in client.scan_iter(match=pattern, count=500):
@@ -392,7 +385,7 @@ def _redis_records(url: str, prefix: str) -> Iterator[tuple[str, bytes, float | 
         if batch:
             yield from _redis_batch(client, batch, prefix)
     except redis.RedisError as exc:
-        _fail(f"Redis {mask_url(url)} failed: {exc}")
+        fail(f"Redis {mask_url(url)} failed: {exc}")
     finally:
         client.close()
 
@@ -465,27 +458,16 @@ def _cutoff(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
-@contextmanager
-def _target(url: str) -> Iterator[Store]:
-    if "://" not in url:
-        _fail(f"{url!r} is not a store URL; try sqlite:///websession.db")
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("cookie", "memory"):
-        _fail(f"{scheme}:// cannot receive migrated sessions: give the server store the app uses")
-    try:
-        store = store_from_url(url)
-    except SessionError as exc:
-        _fail(f"bad store URL: {exc}")
-    except ImportError as exc:
-        _fail(f"{mask_url(url)} needs a package that is not installed: {exc}")
-    try:
-        yield store
-    except (StoreError, sqlite3.Error, OSError) as exc:
-        _fail(f"store {mask_url(url)} failed: {exc}")
-    finally:
-        close = getattr(store, "close", None)
-        if callable(close):
-            close()
+def _target(url: str) -> Any:
+    def refuse_client_side(u: str) -> str | None:
+        scheme = u.partition("://")[0].lower()
+        if scheme in ("cookie", "memory"):
+            return (
+                f"{scheme}:// cannot receive migrated sessions: give the server store the app uses"
+            )
+        return None
+
+    return opened_store(url, check=refuse_client_side)
 
 
 def _run(
@@ -602,7 +584,7 @@ def django_db(
             verbose=verbose,
         )
     if counts[BAD_SIGNATURE] and not counts[MIGRATED] and not counts[PRESENT]:
-        _fail("no session verified: is --secret-key the project's SECRET_KEY?")
+        fail("no session verified: is --secret-key the project's SECRET_KEY?")
 
 
 @migrate.command(name="flask-session")
@@ -682,7 +664,7 @@ def starsessions(
 ) -> None:
     """starsessions' RedisStore with its JsonSerializer."""
     if source.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
-        _fail(f"--from {mask_url(source)!r}: starsessions is read from Redis (redis://...)")
+        fail(f"--from {mask_url(source)!r}: starsessions is read from Redis (redis://...)")
     with _target(store_url) as store:
         _run(
             read_starsessions(_redis_records(source, prefix)),
