@@ -23,7 +23,7 @@ from .identity import (
     revoke_events,
     settle_all,
 )
-from .ids import handle_of
+from .ids import ID_LENGTH, handle_of, hash_id, is_id_shaped
 from .session import Session
 from .stores.base import Entry, InlineAsyncStore
 from .stores.cookie import CookieStore
@@ -34,6 +34,14 @@ log = logging.getLogger("websession")
 #: Flow.loaded or Flow.adopt_legacy: takes what the store returned, names a key to delete.
 Adopt = Callable[[Session, str, Entry | None], str | None]
 security_log = logging.getLogger("websession.security")
+
+
+def marked_public(headers: Iterable[tuple[str, str]]) -> bool:
+    """True when a response's headers (str pairs) say ``Cache-Control: public``."""
+    for name, value in headers:
+        if len(name) == 13 and name.lower() == "cache-control" and is_public(value):
+            return True
+    return False
 
 
 def is_public(cache_control: str | None) -> bool:
@@ -106,6 +114,8 @@ class Driver:
         self.cookie_transport = config.transport == "cookie"
         self.cookie_name = config.cookie_name
         self.header_name = config.header_name
+        #: What the response's Vary header gets when the session was accessed.
+        self.vary_value = "Cookie" if self.cookie_transport else config.header_name
         secure = config.cookie_secure
         self.fixed_secure: bool | None = None if secure == "auto" else bool(secure)
 
@@ -127,6 +137,8 @@ class Driver:
         self.csrf_environ_key = "HTTP_" + config.csrf_header_name.upper().replace("-", "_")
         self.csrf_header_key = config.csrf_header_name.lower().encode("latin-1")
         self.inline = self.async_store is None
+        #: Server-side ids and no legacy lookup: load() may take its inlined path.
+        self._plain_ids = client is None and self.flow.legacy_until is None
 
     # -- the request cycle: what every framework glue does -------------------------
 
@@ -173,6 +185,13 @@ class Driver:
     def load(self, session: Session) -> None:
         """The lazy loader of inline sessions (runs on the first touch)."""
         flow = self.flow
+        token = session._token
+        if token is None:
+            return
+        if self._plain_ids and len(token) == ID_LENGTH and is_id_shaped(token):
+            # The usual request, inlined: a well-formed id, looked up once by its hash.
+            self._fetch(session, hash_id(token), flow.loaded)
+            return
         key = flow.load_key(session)
         if key is not None and not self._fetch(session, key, flow.loaded):
             return
@@ -236,6 +255,13 @@ class Driver:
                 pending.close()
                 log.error("async %s hook skipped: use aclose() from async code", event.kind)
         return outcome
+
+    def quiet(self, session: Session, status: int) -> bool:
+        """True when closing ``session`` would do nothing: no store call, no cookie, no hook.
+
+        The common read-only request ends here, before any header is looked at.
+        """
+        return session._events is None and self.flow.settled(session, status) is NOTHING
 
     def _commit_inline(
         self, session: Session, status: int, ip: str | None, user_agent: str | None

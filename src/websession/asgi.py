@@ -267,6 +267,10 @@ class SessionMiddleware:
         self, session: Session, scope: Scope, status: int, headers: list[tuple[bytes, bytes]]
     ) -> None:
         driver = self._driver
+        if driver.quiet(session, status):
+            # Read-only (or untouched) and no expiry refresh due: no store call, no cookie.
+            self._vary(headers)
+            return
         client = scope.get("client")
         peer = client[0] if client else None
         outcome = await driver.aclose(

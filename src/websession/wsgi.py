@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Unpack
 
-from ._driver import Driver, add_vary, is_public
+from ._driver import Driver, add_vary, marked_public
 from .config import SessionConfig, SessionFields
 from .cookies import get_cookie
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
@@ -204,15 +204,19 @@ class SessionMiddleware:
             code = int(status[:3])
         except ValueError:
             code = 500
+        if driver.quiet(session, code):
+            # Read-only (or untouched) and no expiry refresh due: no store call, no cookie.
+            add_vary(headers, driver.vary_value)
+            return
         peer = environ.get("REMOTE_ADDR")
         outcome = driver.close(
             session,
             code,
             driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
             environ.get("HTTP_USER_AGENT"),
-            public=any(k.lower() == "cache-control" and is_public(v) for k, v in headers),
+            public=marked_public(headers),
         )
-        add_vary(headers, "Cookie" if driver.cookie_transport else driver.header_name)
+        add_vary(headers, driver.vary_value)
         if outcome.token is not None or outcome.clear:
             secure = driver.secure(
                 environ.get("wsgi.url_scheme", "http"), peer, environ.get("HTTP_X_FORWARDED_PROTO")
