@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config import SessionConfig, build_config
-from .cookies import CookieRenderer, client_address, is_secure
+from .cookies import CookieRenderer, client_address, get_cookie, header_value, is_secure
 from .errors import SessionConfigError, StoreUnavailable
 from .events import SessionEvent, check_hooks, fire, settle
 from .flow import CLEAR, NOTHING, Flow, Outcome, run_async, run_sync
@@ -42,6 +42,13 @@ def marked_public(headers: Iterable[tuple[str, str]]) -> bool:
         if len(name) == 13 and name.lower() == "cache-control" and is_public(value):
             return True
     return False
+
+
+#: ``close(settled=...)`` default: the caller has not asked ``flow.settled`` yet.
+#: (Sentinels compared by identity, never handed to a response.)
+UNSETTLED = Outcome(None, None)
+#: What :meth:`Driver.quiet` answers when the commit has nothing to do at all.
+QUIET = Outcome(None, None)
 
 
 def is_public(cache_control: str | None) -> bool:
@@ -187,7 +194,16 @@ class Driver:
         flow = self.flow
         token = session._token
         if token is None:
-            return
+            cookies = session._cookies
+            if cookies is None:
+                return
+            session._cookies = None
+            if not isinstance(cookies, str):
+                cookies = header_value(cookies, b"cookie")
+            # An empty value (a half-deleted cookie) is no session, not an attack to log.
+            token = session._token = get_cookie(cookies, self.cookie_name) or None
+            if token is None:
+                return
         if self._plain_ids and len(token) == ID_LENGTH and is_id_shaped(token):
             # The usual request, inlined: a well-formed id, looked up once by its hash.
             self._fetch(session, hash_id(token), flow.loaded)
@@ -234,17 +250,21 @@ class Driver:
         user_agent: str | None = None,
         *,
         public: bool = False,
+        settled: Outcome | None = UNSETTLED,
     ) -> Outcome:
         """Commit an inline session; what the response must carry.
 
         ``public``: the response is marked ``Cache-Control: public``, so a shared
         cache could hand its Set-Cookie to other visitors: no cookie is sent, and
         changes that need one (a new or rotated id, a cookie-store session) are
-        dropped with a warning.
+        dropped with a warning. ``settled``: what ``flow.settled(session, status)``
+        answered, when the caller asked already (see :meth:`quiet`).
         """
-        if public and self._needs_cookie(session, status):
+        if settled is UNSETTLED:
+            settled = self.flow.settled(session, status)
+        if public and self._needs_cookie(session, settled):
             return NOTHING
-        outcome = self._commit_inline(session, status, ip, user_agent)
+        outcome = self._commit_inline(session, status, ip, user_agent, settled)
         if public:
             outcome = self._withhold(outcome)
         if self.cap is not None and session._events is not None and self.inline:
@@ -256,18 +276,27 @@ class Driver:
                 log.error("async %s hook skipped: use aclose() from async code", event.kind)
         return outcome
 
-    def quiet(self, session: Session, status: int) -> bool:
-        """True when closing ``session`` would do nothing: no store call, no cookie, no hook.
+    def quiet(self, session: Session, status: int) -> Outcome | None:
+        """:data:`QUIET` when closing ``session`` would do nothing (no store call, no
+        cookie, no hook), else what to pass to :meth:`close` as ``settled``.
 
         The common read-only request ends here, before any header is looked at.
         """
-        return session._events is None and self.flow.settled(session, status) is NOTHING
+        settled = self.flow.settled(session, status)
+        if settled is NOTHING and session._events is None:
+            return QUIET
+        return settled
 
     def _commit_inline(
-        self, session: Session, status: int, ip: str | None, user_agent: str | None
+        self,
+        session: Session,
+        status: int,
+        ip: str | None,
+        user_agent: str | None,
+        settled: Outcome | None,
     ) -> Outcome:
         flow = self.flow
-        outcome = flow.settled(session, status)
+        outcome = settled
         if outcome is None:
             try:
                 outcome = run_sync(flow.commit(session, status, ip, user_agent), self.sync_store)
@@ -286,15 +315,17 @@ class Driver:
         user_agent: str | None = None,
         *,
         public: bool = False,
+        settled: Outcome | None = UNSETTLED,
     ) -> Outcome:
         """Commit a session (awaiting an async store), then run the hooks (see :meth:`close`)."""
-        if public and self._needs_cookie(session, status):
+        if settled is UNSETTLED:
+            settled = self.flow.settled(session, status)
+        if public and self._needs_cookie(session, settled):
             return NOTHING
         if self.inline:
-            outcome = self._commit_inline(session, status, ip, user_agent)
+            outcome = self._commit_inline(session, status, ip, user_agent, settled)
         else:
             flow = self.flow
-            settled = flow.settled(session, status)
             if settled is not None:
                 outcome = settled
             else:
@@ -319,9 +350,9 @@ class Driver:
                 await settle(pending, event)
         return outcome
 
-    def _needs_cookie(self, session: Session, status: int) -> bool:
+    def _needs_cookie(self, session: Session, settled: Outcome | None) -> bool:
         """True (and a warning) when a public response would have to carry a new cookie."""
-        if self.flow.settled(session, status) is not None:
+        if settled is not None:
             return False
         needs = (
             self.flow._client is not None

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Unpack
 
-from ._driver import Driver, add_vary, is_public
+from ._driver import QUIET, Driver, add_vary, is_public
 from .config import SessionConfig, SessionFields
-from .cookies import get_cookie
+from .cookies import get_cookie, header_value
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
@@ -45,17 +45,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    found: str | None = None
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            if found is None:
-                found = value.decode("latin-1")
-                if name != b"cookie":
-                    return found
-            else:
-                # HTTP/2 may split cookies over several headers.
-                found = f"{found}; {value.decode('latin-1')}"
-    return found
+    return header_value(scope.get("headers", ()), name)
 
 
 async def _buffer_body(receive: Receive) -> tuple[bytes | None, Receive]:
@@ -146,18 +136,22 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         driver = self._driver
-        if driver.cookie_transport:
-            token = _header(scope, b"cookie")
-            # An empty value (a half-deleted cookie) is no session, not an attack to log.
-            token = (get_cookie(token, driver.cookie_name) or None) if token else None
-        else:
-            token = _header(scope, self._header_key) or None
         if self._inline:
             session = Session(loader=self._load)
-            session._token = token
+            if driver.cookie_transport:
+                # Looked up on first touch (Driver.load): untouched requests skip it.
+                session._cookies = scope.get("headers", ())
+            else:
+                session._token = _header(scope, self._header_key) or None
             if driver.cap is not None:
                 driver.prepare(session)
         else:
+            if driver.cookie_transport:
+                token = _header(scope, b"cookie")
+                # An empty value (a half-deleted cookie) is no session, not an attack to log.
+                token = (get_cookie(token, driver.cookie_name) or None) if token else None
+            else:
+                token = _header(scope, self._header_key) or None
             try:
                 session = await driver.aopen(token)
             except StoreUnavailable as exc:
@@ -267,7 +261,8 @@ class SessionMiddleware:
         self, session: Session, scope: Scope, status: int, headers: list[tuple[bytes, bytes]]
     ) -> None:
         driver = self._driver
-        if driver.quiet(session, status):
+        settled = driver.quiet(session, status)
+        if settled is QUIET:
             # Read-only (or untouched) and no expiry refresh due: no store call, no cookie.
             self._vary(headers)
             return
@@ -281,6 +276,7 @@ class SessionMiddleware:
             public=any(
                 k.lower() == b"cache-control" and is_public(v.decode("latin-1")) for k, v in headers
             ),
+            settled=settled,
         )
         self._vary(headers)
         if outcome.token is not None or outcome.clear:

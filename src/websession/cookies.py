@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .config import IPNetwork, SessionConfig
 
-__all__ = ["client_address", "delete_cookie", "get_cookie", "is_secure", "set_cookie"]
+__all__ = [
+    "client_address",
+    "delete_cookie",
+    "get_cookie",
+    "header_value",
+    "is_secure",
+    "set_cookie",
+]
 
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 
@@ -28,6 +35,24 @@ def get_cookie(header: str | None, name: str) -> str | None:
                 value = value[1:-1]
             return value
     return None
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of header ``name`` (lowercase bytes) in ASGI-style raw headers, or None.
+
+    Several ``cookie`` headers (HTTP/2 may split them) are joined with ``; ``;
+    for any other name the first wins.
+    """
+    found: str | None = None
+    for key, value in headers:
+        if key == name:
+            if found is None:
+                found = value.decode("latin-1")
+                if name != b"cookie":
+                    return found
+            else:
+                found = f"{found}; {value.decode('latin-1')}"
+    return found
 
 
 def _attributes(config: SessionConfig, secure: bool) -> str:

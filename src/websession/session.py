@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ class Session(MutableMapping[str, Any]):
         "_browser_session",
         "_clean_load",
         "_cleared",
+        "_cookies",
         "_csrf",
         "_data",
         "_degraded",
@@ -125,6 +126,10 @@ class Session(MutableMapping[str, Any]):
         self._degraded = False
         self._events: list[tuple[str, str, str | None, str | None]] | None = None
         self._token: str | None = None
+        # The raw Cookie header (WSGI) or the raw headers (ASGI), when the
+        # middleware leaves finding the session cookie to the first touch: an
+        # untouched request never parses it.
+        self._cookies: str | Iterable[tuple[bytes, bytes]] | None = None
         self._stale = False
         self._key: str | None = None
         self._entry: Entry | None = None

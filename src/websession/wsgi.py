@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Unpack
 
-from ._driver import Driver, add_vary, marked_public
+from ._driver import QUIET, Driver, add_vary, marked_public
 from .config import SessionConfig, SessionFields
-from .cookies import get_cookie
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
@@ -88,6 +87,7 @@ class SessionMiddleware:
         self.config = driver.config
         self.store = driver.store
         self.environ_key = environ_key
+        self._token_key = "HTTP_" + driver.header_name.upper().replace("-", "_")
         self._load = driver.load
 
     def __repr__(self) -> str:
@@ -95,13 +95,12 @@ class SessionMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         driver = self._driver
-        if driver.cookie_transport:
-            # An empty value (a half-deleted cookie) is no session, not an attack to log.
-            token = get_cookie(environ.get("HTTP_COOKIE"), driver.cookie_name) or None
-        else:
-            token = environ.get("HTTP_" + driver.header_name.upper().replace("-", "_")) or None
         session = Session(loader=self._load)
-        session._token = token
+        if driver.cookie_transport:
+            # Found in the header on first touch (Driver.load): untouched requests skip it.
+            session._cookies = environ.get("HTTP_COOKIE")
+        else:
+            session._token = environ.get(self._token_key) or None
         if driver.cap is not None:
             driver.prepare(session)
         environ[self.environ_key] = session
@@ -204,7 +203,8 @@ class SessionMiddleware:
             code = int(status[:3])
         except ValueError:
             code = 500
-        if driver.quiet(session, code):
+        settled = driver.quiet(session, code)
+        if settled is QUIET:
             # Read-only (or untouched) and no expiry refresh due: no store call, no cookie.
             add_vary(headers, driver.vary_value)
             return
@@ -215,6 +215,7 @@ class SessionMiddleware:
             driver.client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR")),
             environ.get("HTTP_USER_AGENT"),
             public=marked_public(headers),
+            settled=settled,
         )
         add_vary(headers, driver.vary_value)
         if outcome.token is not None or outcome.clear:
