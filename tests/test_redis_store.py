@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import socket
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -143,7 +145,11 @@ class CountingAsyncRedis(redis.asyncio.Redis):
 
 
 def counting_client() -> CountingRedis:
-    client = CountingRedis.from_url(REDIS_URL)
+    return counting_client_for(REDIS_URL)
+
+
+def counting_client_for(url: str) -> CountingRedis:
+    client = CountingRedis.from_url(url)
     client.commands = []
     return client
 
@@ -335,19 +341,113 @@ class TestAsyncSentinelStoreContract(TestAsyncRedisStoreContract):
 # -- Redis specifics -----------------------------------------------------------------------
 
 
-def test_expires_comes_from_the_ttl_and_the_store_clock(server: redis.Redis) -> None:
+def test_expires_is_the_save_time_plus_the_ttl_by_the_store_clock(server: redis.Redis) -> None:
     clock = FakeClock()  # 2023: far from the real time, so the real clock would show
     store = RedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
     key = make_key("expires")
-    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(clock()))
-    server.pexpire(store.prefix + key, 90_000)  # what Redis holds is what counts
+    saved_at = clock()
+    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(saved_at))
     entry = store.load(key)
     assert entry is not None
-    assert entry.expires == pytest.approx(clock() + 90, abs=0.5)
-    clock.advance(1000)
+    assert entry.expires == saved_at + TTL  # exact: read back from the record, not from a PTTL
+    # Redis holds the same TTL natively.
+    assert TTL * 1000 - 2000 < server.pttl(store.prefix + key) <= TTL * 1000
+    clock.advance(TTL - 1)
     entry = store.load(key)
     assert entry is not None
-    assert entry.expires == pytest.approx(clock() + 90, abs=0.5)
+    assert entry.expires == saved_at + TTL  # an absolute time: it does not move with the clock
+    clock.advance(1)  # the store clock reached the expiry: expired, though Redis still holds it
+    assert store.load(key) is None
+    assert server.exists(store.prefix + key) == 1
+    assert list(store.entries()) == []
+    assert store.sessions_for("u1") == []
+
+
+def test_touch_moves_the_expiry_that_load_reads(server: redis.Redis) -> None:
+    clock = FakeClock()
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+    key = make_key("touched")
+    saved = meta(clock())
+    version = store.save(key, b"x", expected_version=None, ttl=60, meta=saved)
+    clock.advance(50)
+    assert store.touch(key, 120) is True
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.last_seen, entry.expires) == (clock(), clock() + 120)
+    assert (entry.payload, entry.version, entry.created) == (b"x", version, saved.created)
+    assert (entry.user_id, entry.ip) == (saved.user_id, saved.ip)
+    assert 118_000 < server.pttl(store.prefix + key) <= 120_000  # the native TTL moved too
+    clock.advance(100)  # past the first expiry, within the touched one
+    assert store.load(key) is not None
+    assert [k for k, _ in store.entries()] == [key]
+    assert [e.expires for _, e in store.sessions_for("u1")] == [entry.expires]
+
+
+def test_touch_moves_the_expiry_for_the_async_store_too() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        store = AsyncRedisStore(REDIS_URL, prefix=fresh_prefix(), clock=clock)
+        key = make_key("async-touched")
+        await store.save(key, b"x", expected_version=None, ttl=60, meta=meta(clock()))
+        entry = await store.load(key)
+        assert entry is not None
+        assert entry.expires == clock() + 60
+        clock.advance(50)
+        assert await store.touch(key, 120) is True
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.last_seen, entry.expires) == (clock(), clock() + 120)
+        clock.advance(120)
+        assert await store.load(key) is None
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def commands_run(client: redis.Redis) -> dict[str, int]:
+    """How many times the server ran each command so far (INFO commandstats)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in stats.items()}
+
+
+def ran_since(client: redis.Redis, before: dict[str, int]) -> dict[str, int]:
+    """The commands the server ran since ``before``, the ones scripts call included."""
+    ran = {name: calls - before.get(name, 0) for name, calls in commands_run(client).items()}
+    return {name: n for name, n in ran.items() if n and name != "info"}
+
+
+def test_load_is_one_plain_get_on_the_server(killable_redis: KillableRedis) -> None:
+    # A server of this test's own, so no other client moves its command counts.
+    # A script's own calls count there too: the old load showed evalsha, get and pttl.
+    stats = redis.Redis.from_url(killable_redis.url)
+    store = RedisStore(counting_client_for(killable_redis.url), prefix=fresh_prefix())
+    key = make_key("plain-get")
+    store.save(key, b"payload", expected_version=None, ttl=TTL, meta=meta())
+    store.client.commands.clear()
+    before = commands_run(stats)
+    entry = store.load(key)
+    assert ran_since(stats, before) == {"get": 1}
+    assert store.client.commands == ["GET"]  # one round trip
+    assert entry is not None
+    assert entry.payload == b"payload"
+    before = commands_run(stats)
+    assert store.load(make_key("nobody")) is None
+    assert ran_since(stats, before) == {"get": 1}
+
+    async def load_async() -> tuple[dict[str, int], Entry | None]:
+        async_store = AsyncRedisStore(killable_redis.url, prefix=store.prefix)
+        await async_store.client.ping()  # connected before counting: only the load counts
+        before = commands_run(stats)
+        loaded = await async_store.load(key)
+        ran = ran_since(stats, before)
+        await async_store.aclose()
+        return ran, loaded
+
+    ran, loaded = asyncio.run(load_async())
+    assert ran == {"get": 1}
+    assert loaded is not None
+    assert loaded.payload == b"payload"
+    stats.close()
 
 
 def test_each_operation_is_one_round_trip() -> None:
@@ -372,7 +472,7 @@ def test_each_operation_is_one_round_trip() -> None:
         v1 = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
 
     assert sent(create) == ["EVALSHA"]
-    assert sent(lambda: store.load(key)) == ["EVALSHA"]
+    assert sent(lambda: store.load(key)) == ["GET"]
     assert sent(lambda: store.save(key, b"2", expected_version=v1, ttl=TTL, meta=meta())) == [
         "EVALSHA"
     ]
@@ -382,7 +482,7 @@ def test_each_operation_is_one_round_trip() -> None:
     assert client.commands == ["EVALSHA"]
     assert sent(lambda: store.touch(key, TTL)) == ["EVALSHA"]
     assert sent(lambda: store.delete(key)) == ["DEL"]
-    assert sent(lambda: store.load(key)) == ["EVALSHA"]
+    assert sent(lambda: store.load(key)) == ["GET"]
     assert sent(lambda: store.touch(key, TTL)) == ["EVALSHA"]
 
 
@@ -468,6 +568,202 @@ def test_a_users_lookup_reads_only_that_users_sessions(monkeypatch: pytest.Monke
     assert [k for k, _ in store.sessions_for("me")] == mine[:1]
 
 
+# -- records of the previous release (format W1) -------------------------------------------
+
+#: The previous release's header: tag W1, version, created, last seen, then len + 1 (0 = None)
+#: of user id, IP and user agent. It held no expiry: that came from the key's PTTL.
+W1_HEADER = struct.Struct(">2sQddIII")
+
+
+def w1_record(version: int, payload: bytes, saved: Meta) -> bytes:
+    """A session record exactly as the previous release wrote it."""
+    texts = [
+        t.encode() if t is not None else None for t in (saved.user_id, saved.ip, saved.user_agent)
+    ]
+    lengths = [0 if t is None else len(t) + 1 for t in texts]
+    header = W1_HEADER.pack(b"W1", version, saved.created, saved.last_seen, *lengths)
+    return header + b"".join(t or b"" for t in texts) + payload
+
+
+def put_w1(store: RedisStore, key: str, version: int, payload: bytes, saved: Meta, ms: int) -> None:
+    """Write a W1 record and its index entry, as the previous release's save did."""
+    store.client.execute_command(
+        "SET", store._key(key), w1_record(version, payload, saved), "PX", ms
+    )
+    if saved.user_id is not None:
+        store.client.execute_command("SADD", store._index_key(saved.user_id), key)
+
+
+def raw_value(store: RedisStore, key: str) -> bytes:
+    value = store.client.execute_command("GET", store._key(key))
+    assert isinstance(value, bytes)
+    return value
+
+
+@pytest.fixture(params=["standalone", "cluster", "sentinel"])
+def any_url(request: pytest.FixtureRequest) -> str:
+    """A standalone server, a Cluster or a Sentinel master."""
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    if request.param == "sentinel":
+        sentinel: RedisSentinel = request.getfixturevalue("redis_sentinel")
+        return sentinel.url
+    return REDIS_URL
+
+
+def test_a_record_of_the_previous_format_loads_touches_and_saves(any_url: str) -> None:
+    clock = FakeClock()
+    store = RedisStore(any_url, prefix=fresh_prefix(), clock=clock)
+    key = make_key("legacy")
+    saved = meta(clock() - 100, last_seen=clock() - 10, user_agent="Agent/1.0 (\u2603)")
+    put_w1(store, key, 7, b"legacy payload", saved, 90_000)
+
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"legacy payload", 7)
+    assert entry.meta == saved
+    assert entry.expires == pytest.approx(clock() + 90, abs=1)  # from its PTTL
+    assert [(k, e.version) for k, e in store.entries()] == [(key, 7)]
+    listed = store.sessions_for("u1")
+    assert [(k, e.payload) for k, e in listed] == [(key, b"legacy payload")]
+    assert listed[0][1].expires == pytest.approx(clock() + 90, abs=1)
+
+    # A touch keeps it W1 (the previous release can still read it) and sets only last seen.
+    clock.advance(5)
+    before = raw_value(store, key)
+    assert store.touch(key, 200) is True
+    after = raw_value(store, key)
+    assert len(after) == len(before)
+    assert after[:18] == before[:18]
+    assert after[26:] == before[26:]  # the lengths, strings and payload are untouched
+    assert W1_HEADER.unpack_from(after)[3] == clock()
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.last_seen, entry.version, entry.user_agent) == (clock(), 7, saved.user_agent)
+    assert entry.expires == pytest.approx(clock() + 200, abs=1)
+
+    # A save checks the version of a W1 record like any other, and writes W2.
+    with pytest.raises(Conflict):
+        store.save(key, b"stale", expected_version=6, ttl=TTL, meta=saved)
+    with pytest.raises(Conflict):
+        store.save(key, b"dup", expected_version=None, ttl=TTL, meta=saved)
+    assert raw_value(store, key) == after
+    assert store.save(key, b"new payload", expected_version=7, ttl=TTL, meta=saved) == 8
+    assert raw_value(store, key).startswith(b"W2")
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version, entry.expires) == (b"new payload", 8, clock() + TTL)
+    assert [k for k, _ in store.sessions_for("u1")] == [key]
+    store.close()
+
+
+def test_a_record_of_the_previous_format_keeps_its_index_right(any_url: str) -> None:
+    store = RedisStore(any_url, prefix=fresh_prefix())
+    moved, revoked, swept, kept, ended = (make_key(n) for n in ("mv", "rv", "sw", "kp", "end"))
+    for key in (moved, revoked, swept, kept, ended):
+        put_w1(store, key, 3, b"p", meta(user_id="alice"), 60_000)
+    anonymous = make_key("anonymous")  # the shortest record: a bare 38-byte header
+    bare = meta(user_id=None, ip=None)
+    put_w1(store, anonymous, 1, b"", bare, 60_000)
+    assert len(raw_value(store, anonymous)) == W1_HEADER.size
+
+    # The save script reads the previous user at W1's offsets: a change of user moves the index.
+    assert store.save(moved, b"p", expected_version=3, ttl=TTL, meta=meta(user_id="bob")) == 4
+    assert [k for k, _ in store.sessions_for("bob")] == [moved]
+    # The revoke script reads the user at W1's offsets too.
+    assert store.revoke(revoked) is True
+    assert store.load(revoked) is None
+    # A save with a TTL of zero deletes a W1 record and drops it from the index.
+    store.save(ended, b"p", expected_version=3, ttl=0, meta=meta(user_id="alice"))
+    assert store.load(ended) is None
+    assert {k for k, _ in store.sessions_for("alice")} == {swept, kept}
+    index = store.client.execute_command("SMEMBERS", store._index_key("alice"))
+    assert {bytes(m) for m in index} == {swept.encode(), kept.encode()}
+    assert store.revoke_user("alice", keep=[kept]) == 1
+    assert store.load(swept) is None
+    assert store.load(kept) is not None
+    assert store.revoke_user("bob") == 1
+    assert store.load(moved) is None
+
+    entry = store.load(anonymous)
+    assert entry is not None
+    assert (entry.payload, entry.version, entry.user_id, entry.ip) == (b"", 1, None, None)
+    assert store.save(anonymous, b"now", expected_version=1, ttl=TTL, meta=bare) == 2
+    assert store.revoke(anonymous) is True
+    assert store.load(anonymous) is None
+    store.close()
+
+
+def test_a_record_of_the_previous_format_costs_one_more_round_trip_to_load() -> None:
+    store = RedisStore(counting_client(), prefix=fresh_prefix())
+    key, persisted = make_key("legacy-trips"), make_key("legacy-persisted")
+    put_w1(store, key, 1, b"x", meta(), 60_000)
+    store.client.execute_command("SET", store._key(persisted), w1_record(1, b"x", meta()))
+    store.client.commands.clear()
+    assert store.load(key) is not None
+    assert store.client.commands == ["GET", "PTTL"]
+    entry = store.load(persisted)  # someone removed its TTL by hand
+    assert entry is not None
+    assert entry.expires == math.inf
+    store.save(key, b"y", expected_version=1, ttl=TTL, meta=meta())
+    store.client.commands.clear()
+    assert store.load(key) is not None
+    assert store.client.commands == ["GET"]  # saved as W2: a plain GET from now on
+    store.delete(persisted)
+
+
+def test_the_async_store_reads_and_upgrades_a_record_of_the_previous_format() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        client = CountingAsyncRedis.from_url(REDIS_URL)
+        client.commands = []
+        store = AsyncRedisStore(client, prefix=fresh_prefix(), clock=clock)
+        key, other = make_key("async-legacy"), make_key("async-legacy-2")
+        saved = meta(clock() - 50)
+        for name in (key, other):
+            await client.execute_command(
+                "SET", store._key(name), w1_record(4, b"old", saved), "PX", 90_000
+            )
+            await client.execute_command("SADD", store._index_key("u1"), name)
+        client.commands.clear()
+        entry = await store.load(key)
+        assert client.commands == ["GET", "PTTL"]
+        assert entry is not None
+        assert (entry.payload, entry.version, entry.meta) == (b"old", 4, saved)
+        assert entry.expires == pytest.approx(clock() + 90, abs=1)
+        assert {k for k, _ in await store.sessions_for("u1")} == {key, other}
+        clock.advance(3)
+        assert await store.touch(key, 100) is True
+        entry = await store.load(key)
+        assert entry is not None
+        assert entry.last_seen == clock()
+        assert entry.expires == pytest.approx(clock() + 100, abs=1)
+        assert await store.save(key, b"new", expected_version=4, ttl=TTL, meta=saved) == 5
+        client.commands.clear()
+        entry = await store.load(key)
+        assert client.commands == ["GET"]
+        assert entry is not None
+        assert (entry.payload, entry.version, entry.expires) == (b"new", 5, clock() + TTL)
+        assert await store.revoke(other) is True
+        assert [k for k, _ in await store.sessions_for("u1")] == [key]
+        assert await store.revoke_user("u1") == 1
+        assert await store.load(key) is None
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_touch_leaves_a_value_that_is_no_session_alone(server: redis.Redis) -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+    key = make_key("foreign-touch")
+    server.set(store.prefix + key, b"not a session record, long enough to be overwritten", ex=60)
+    assert store.touch(key, TTL) is False
+    assert server.get(store.prefix + key) == b"not a session record, long enough to be overwritten"
+    assert 0 < server.pttl(store.prefix + key) <= 60_000
+    assert store.revoke(key) is False
+
+
 def test_revoke_user_never_deletes_a_session_that_changed_user(server: redis.Redis) -> None:
     store = RedisStore(REDIS_URL, prefix=fresh_prefix())
     key = make_key("moved")
@@ -513,7 +809,7 @@ def test_async_operations_are_one_round_trip_each() -> None:
             await store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
             await store.touch(key, TTL)
             await store.delete(key)
-        assert client.commands == ["EVALSHA"] * 4 + ["DEL"]
+        assert client.commands == ["EVALSHA", "GET", "EVALSHA", "EVALSHA", "DEL"]
         await client.aclose()
 
     asyncio.run(main())
@@ -522,20 +818,21 @@ def test_async_operations_are_one_round_trip_each() -> None:
 def test_a_server_that_lost_its_scripts_gets_them_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # A script body no server has seen stands for a flushed script cache,
     # without flushing the shared server's cache.
-    unseen = redis_module._Script(redis_module._LOAD.body.decode() + f"\n-- {uuid.uuid4().hex}")
-    monkeypatch.setattr(redis_module, "_LOAD", unseen)
+    unseen = redis_module._Script(redis_module._TOUCH.body.decode() + f"\n-- {uuid.uuid4().hex}")
+    monkeypatch.setattr(redis_module, "_TOUCH", unseen)
     client = counting_client()
     store = RedisStore(client, prefix=fresh_prefix())
     key = make_key("noscript")
     store.save(key, b"payload", expected_version=None, ttl=TTL, meta=meta())
     client.commands.clear()
+    assert store.touch(key, TTL) is True
+    assert client.commands == ["EVALSHA", "EVAL"]  # NOSCRIPT, then EVAL caches it
+    client.commands.clear()
+    assert store.touch(key, TTL) is True
+    assert client.commands == ["EVALSHA"]
     entry = store.load(key)
     assert entry is not None
     assert entry.payload == b"payload"
-    assert client.commands == ["EVALSHA", "EVAL"]  # NOSCRIPT, then EVAL caches it
-    client.commands.clear()
-    assert store.load(key) is not None
-    assert client.commands == ["EVALSHA"]
 
 
 def test_a_users_client_is_used_as_is_and_left_open() -> None:
@@ -621,7 +918,7 @@ def test_the_raw_dump_holds_hashed_keys_and_no_session_id(server: redis.Redis) -
     assert keys == [(store.prefix + hash_id(token)).encode()]
     value = server.get(keys[0])
     assert value is not None
-    assert value.startswith(b"W1")
+    assert value.startswith(b"W2")
     assert b"dump-test" in value  # the user agent, kept beside the payload
     assert b"apple" in value
     assert token.encode() not in keys[0] + value
@@ -826,7 +1123,7 @@ def test_scripts_run_on_every_cluster_node_after_noscript(
     redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Script bodies no node has seen: every node answers the first EVALSHA with NOSCRIPT.
-    for name in ("_LOAD", "_SAVE"):
+    for name in ("_TOUCH", "_SAVE"):
         script = getattr(redis_module, name)
         body = script.body.decode() + f"\n-- {uuid.uuid4().hex}"
         monkeypatch.setattr(redis_module, name, redis_module._Script(body))
@@ -840,15 +1137,19 @@ def test_scripts_run_on_every_cluster_node_after_noscript(
     assert client.commands.count("EVAL") == 3
     client.commands.clear()
     for key in keys:
-        entry = store.load(key)
-        assert entry is not None
-        assert entry.payload == key.encode()
+        assert store.touch(key, TTL) is True
     assert client.commands.count("EVAL") == 3
     assert client.commands.count("EVALSHA") == len(keys)
     client.commands.clear()
     for key in keys:
-        assert store.load(key) is not None
+        assert store.touch(key, TTL) is True
     assert client.commands == ["EVALSHA"] * len(keys)  # cached on every node now
+    client.commands.clear()
+    for key in keys:
+        entry = store.load(key)
+        assert entry is not None
+        assert entry.payload == key.encode()
+    assert client.commands == ["GET"] * len(keys)  # a load is a plain GET on every node
     holders = set()
     for port in redis_cluster.ports:
         with redis.Redis(port=port) as node:
