@@ -144,6 +144,7 @@ class Driver:
         self.csrf_environ_key = "HTTP_" + config.csrf_header_name.upper().replace("-", "_")
         self.csrf_header_key = config.csrf_header_name.lower().encode("latin-1")
         self.inline = self.async_store is None
+        self.autoload = config.autoload
         #: Server-side ids and no legacy lookup: load() may take its inlined path.
         self._plain_ids = client is None and self.flow.legacy_until is None
 
@@ -165,12 +166,18 @@ class Driver:
             session._admit = self._admit
 
     async def aopen(self, token: str | None) -> Session:
-        """Like :meth:`open`; an async network store loads now if there is a token."""
+        """Like :meth:`open`; an async network store loads now if there is a token,
+        or, with ``autoload=False``, when the app awaits ``session.load()``."""
         if self.inline:
             return self.open(token)
         session = Session()
         session._token = token
-        await self.aload(session)
+        if token is not None:
+            if self.autoload:
+                await self.aload(session)
+            else:
+                session._loaded = False
+                session._aloader = self.aload
         return session
 
     async def aload(self, session: Session) -> None:

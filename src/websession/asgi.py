@@ -245,6 +245,7 @@ class SessionMiddleware:
         self, session: Session, scope: Scope, receive: Receive
     ) -> tuple[bool, Receive]:
         driver = self._driver
+        await session.load()  # with autoload=False the check is this request's first touch
         token = _header(scope, driver.csrf_header_key)
         if not token and is_form(_header(scope, b"content-type")):
             body, receive = await _buffer_body(receive)

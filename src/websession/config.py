@@ -115,6 +115,11 @@ class SessionConfig:
     #: ``csrf_header_name`` or the form field ``csrf_field_name``, is not the
     #: session's, with a 403 before the app runs.
     csrf_protect: bool = False
+    #: ASGI with an async (network) store: load the session before the app runs
+    #: when the request carries a token (True), or only when the app awaits
+    #: ``session.load()`` (False: a request that never loads it costs no store
+    #: call). Sync and inline stores always load on first touch.
+    autoload: bool = True
     #: Most sessions one user may hold at once (None: no limit); needs a store
     #: with a per-user index. ``session_limit`` says what a login past it does.
     max_sessions_per_user: int | None = None
@@ -241,6 +246,7 @@ class SessionConfig:
                 "e.g. datetime(2026, 3, 1, tzinfo=UTC)"
             )
         set_(self, "csrf_protect", _to_bool(self.csrf_protect, "csrf_protect"))
+        set_(self, "autoload", _to_bool(self.autoload, "autoload"))
         if not isinstance(self.csrf_header_name, str) or not _is_token(self.csrf_header_name):
             raise SessionConfigError(
                 f"csrf_header_name={self.csrf_header_name!r} is not a header name"
@@ -368,6 +374,7 @@ class SessionFields(TypedDict, total=False):
     conflict_retries: int
     on_store_error: Literal["raise", "fail_open"]
     csrf_protect: bool
+    autoload: bool
     max_sessions_per_user: int | None
     session_limit: Literal["evict_oldest", "refuse"]
     csrf_header_name: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ class Session(MutableMapping[str, Any]):
 
     __slots__ = (
         "_admit",
+        "_aloader",
         "_browser_session",
         "_clean_load",
         "_cleared",
@@ -95,6 +96,8 @@ class Session(MutableMapping[str, Any]):
         self._data: dict[str, Any] = dict(data) if data else {}
         self._loader = loader
         self._loaded = loader is None
+        # Set instead of ``_loader`` when only an await can load (see load()).
+        self._aloader: Callable[[Session], Awaitable[None]] | None = None
         self.accessed = False
         self.modified = False
         # Mutable values (list, dict...) handed out may be changed in place. Each one's
@@ -144,11 +147,34 @@ class Session(MutableMapping[str, Any]):
     def _use(self) -> None:
         self.accessed = True
         if not self._loaded:
-            self._loaded = True
             loader = self._loader
-            if loader is not None:
-                self._loader = None
-                loader(self)
+            if loader is None:
+                raise SessionStateError(
+                    "this session is not loaded yet: the middleware has autoload=False and an "
+                    "async store, so `await session.load()` (e.g. `await request.session.load()`) "
+                    "before using it"
+                )
+            self._loaded = True
+            self._loader = None
+            loader(self)
+
+    async def load(self) -> None:
+        """Load the session now; a no-op once it is loaded.
+
+        Needed only under the ASGI middleware with an async (network) store and
+        ``autoload=False``, where a request that never awaits it costs no store
+        call; elsewhere the session loads itself on first touch.
+        """
+        self.accessed = True
+        if self._loaded:
+            return
+        aloader = self._aloader
+        if aloader is None:
+            self._use()
+            return
+        self._aloader = None
+        self._loaded = True
+        await aloader(self)
 
     def _adopt(self, entry: Entry, payload: Payload, key: str) -> None:
         """Called by the flow with what the store returned."""
