@@ -123,19 +123,28 @@ def _async_reference(kind: str) -> Callable[[str], Callable[[], None] | None]:
     return reference
 
 
+async def _load_websession(connection: Any) -> None:
+    """What a handler awaits first under ``autoload=False`` (as starsessions' load_session)."""
+    await connection.scope["session"].load()
+
+
 def _websession(
-    kind: str, workdir: Path, factory: AppFactory
+    kind: str, workdir: Path, factory: AppFactory, *, autoload: bool = True
 ) -> Callable[[str], Callable[[], None]]:
     from websession.asgi import SessionMiddleware
 
     looped = kind in NETWORK_STORES
 
     def build(scenario: str) -> Callable[[], None]:
-        label = f"asgi-{factory.__name__}-{scenario}"
+        variant = "" if autoload else "-lazy"
+        label = f"asgi-{factory.__name__}-{scenario}{variant}"
         # Network stores in their async form, as the ASGI middleware requires.
         store = make_async_store(kind, label) if looped else make_store(kind, workdir, label)
-        app = SessionMiddleware(factory(None), store=store)
-        return asgi_builder(app, f"websession {kind} ({factory.__name__})", looped=looped)(scenario)
+        app = SessionMiddleware(
+            factory(None if autoload else _load_websession), store=store, autoload=autoload
+        )
+        name = f"websession{variant} {kind} ({factory.__name__})"
+        return asgi_builder(app, name, looped=looped)(scenario)
 
     return build
 
@@ -232,6 +241,16 @@ def _cases(fam: Family, workdir: Path, factory: AppFactory) -> Family:
                 )
             )
         elif network_store:
+            fam.cases.append(
+                Case(
+                    fam.name,
+                    "websession lazy",
+                    kind,
+                    _websession(kind, workdir, factory, autoload=False),
+                    note="autoload=False: handlers await session.load() first, as with starsessions",
+                    baseline=_looped_baseline(factory),
+                )
+            )
             fam.cases.append(
                 Case(
                     fam.name,

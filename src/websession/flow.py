@@ -379,7 +379,12 @@ class Flow:
         entry = session._entry
         if session._retired and entry is not None:
             return NOTHING
-        if session._is_empty():
+        if (  # session._is_empty(), inlined on the path of every save
+            not session._data
+            and not session._user_id
+            and session._csrf is None
+            and not session._flashes
+        ):
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
                 session._event("destroy", session._key or "", None, entry.user_id)
@@ -389,7 +394,9 @@ class Flow:
         # The absolute timeout counts from creation, and login starts a new session:
         # periodic regenerate() must never extend the cap, a fresh login may.
         created = entry.created if entry is not None and not session._login else now
-        ttl = self._ttl(session, created, now)
+        ttl = session._expiry if session._expiry is not None else self._idle  # as _ttl()
+        if self._absolute is not None:
+            ttl = min(ttl, created + self._absolute - now)
         if ttl <= 0:
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
@@ -397,7 +404,12 @@ class Flow:
             return CLEAR
         max_age = None if session._browser_session else int(ttl)
 
-        renewing = entry is not None and not session._rotate and self._renewal_due(session, now)
+        renewing = (
+            entry is not None
+            and not session._rotate
+            and self._renew is not None
+            and self._renewal_due(session, now)
+        )
         if entry is None or session._rotate or renewing:
             if entry is not None:
                 # Revoked or logged out elsewhere since we loaded it? Then its data
