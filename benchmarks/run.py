@@ -44,6 +44,7 @@ from .common import (
     call_n,
     cookies_from,
     measure,
+    wsgi_builder,
     wsgi_caller,
     wsgi_environ,
     wsgi_request,
@@ -303,6 +304,87 @@ def store_level(
                 f"{pair.raw_name} {item.raw_us:.1f} = {item.ratio:.2f}x"
             )
     return results, missing
+
+
+@dataclass
+class RequestSplit:
+    """Where a WSGI read request on a network store spends its time, paired per repeat.
+
+    ``raw``: the bare round trip; ``local``: websession's whole read request on
+    the memory store; ``back_to_back``: the round trip and then that memory-store
+    request; ``ours``: the real read request on the network store. When
+    ``back_to_back`` is close to ``ours`` the store call costs what the raw
+    client does and the rest is request work, which runs slower right after a
+    wait on the socket (caches and branch history cooled while the process slept)
+    than it does in a hot loop (``local``).
+    """
+
+    store: str
+    raw_name: str
+    raw_us: float
+    local_us: float
+    back_to_back_us: float
+    ours_us: float
+
+
+def request_split(
+    budget: Budget, stores: Sequence[str], workdir: Path, progress: Callable[[str], None]
+) -> list[RequestSplit]:
+    """A :class:`RequestSplit` for each selected, reachable network store."""
+    from websession.stores import MemoryStore
+    from websession.wsgi import SessionMiddleware
+
+    from .wsgi_family import plain_app
+
+    def read_request(store: object, name: str) -> Callable[[], None]:
+        view = plain_app(lambda environ: environ["websession.session"])
+        app = SessionMiddleware(view, store=store)
+        return wsgi_builder(app, name)("read")
+
+    results: list[RequestSplit] = []
+    for kind in stores:
+        if kind not in NETWORK_STORES or not network.available(kind):
+            continue
+        progress(f"request split: {kind}")
+        ours = read_request(make_store(kind, workdir, f"split-{kind}"), f"websession {kind}")
+        raw_ref = raw_network.references(kind).request_reference("read", asynchronous=False)
+        if raw_ref is None:
+            continue
+        raw_fn: Callable[[], None] = raw_ref
+        local = read_request(MemoryStore(), "websession memory")
+
+        def back_to_back(
+            raw_fn: Callable[[], None] = raw_fn, local: Callable[[], None] = local
+        ) -> None:
+            raw_fn()
+            local()
+
+        gc.collect()
+        timings = _paired([raw_fn, local, back_to_back, ours], network_budget(budget))
+        raw_t, local_t, both_t, ours_t = (t.median_us for t in timings)
+        results.append(RequestSplit(kind, RAW_NAMES[kind]["read"], raw_t, local_t, both_t, ours_t))
+    return results
+
+
+def render_split(splits: Sequence[RequestSplit]) -> str:
+    if not splits:
+        return ""
+    lines = [
+        "\n== network stores: where a WSGI read request goes (paired repeats, µs per request) ==",
+        f"{'store':<11} {'raw':>14} {'memory request':>15} {'raw, then memory request':>25} "
+        f"{'websession request':>19}",
+    ]
+    for sp in splits:
+        lines.append(
+            f"{sp.store:<11} {sp.raw_name:>7} {sp.raw_us:6.1f} {sp.local_us:15.1f} "
+            f"{sp.back_to_back_us:25.1f} {sp.ours_us:19.1f}"
+        )
+    lines.append(
+        "  the memory request costs more right after a round trip than in a hot loop; "
+        "'raw, then memory request' close to 'websession request' means the store call "
+        "itself adds little and the rest is websession's request work, slowed by the wait"
+    )
+    return "\n".join(lines)
 
 
 def raw_cookie_reference(budget: Budget) -> dict[str, float]:
@@ -711,6 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=progress,
             )
             levels, missing_levels = store_level(budget, stores, progress)
+            splits = request_split(budget, stores, workdir, progress)
             raw = raw_cookie_reference(budget)
             calls = untouched_store_calls(workdir)
         finally:
@@ -728,6 +811,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(network_report)
     for kind, reason in missing_levels.items():
         print(f"\n{kind} store level not measured: {reason}")
+    split_report = render_split(splits)
+    if split_report:
+        print(split_report)
     print(
         "\n== targets (overhead, median, same run; judged on the bare "
         + " and ".join(TARGET_FAMILIES)
@@ -748,6 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "budget": asdict(budget),
                     "raw_cookie_us": raw,
                     "store_level": [asdict(level) for level in levels],
+                    "request_split": [asdict(split) for split in splits],
                     "untouched_store_calls": calls,
                     "targets": [{"pass": p, "check": line} for p, line in checks],
                     "missing_families": missing,
