@@ -314,7 +314,10 @@ class Flow:
         if entry is None:
             session._stale = True
             return None
-        if self._expired(entry, self.clock()):
+        now = self.clock()
+        if now >= entry.expires or (  # _expired(), inlined: every load passes here
+            self._absolute is not None and now >= entry.created + self._absolute
+        ):
             session._stale = True
             session._event("expire", key, None, entry.user_id)
             return key or None
@@ -346,7 +349,7 @@ class Flow:
                 return CLEAR if session._stale else NOTHING
             return None
         now = self.clock()
-        if self._renewal_due(session, now):
+        if self._renew is not None and self._renewal_due(session, now):
             return None
         if now - entry.last_seen >= self._touch or session._changed():
             return None
