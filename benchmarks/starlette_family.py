@@ -247,7 +247,7 @@ def _cases(fam: Family, workdir: Path, factory: AppFactory) -> Family:
                     "websession lazy",
                     kind,
                     _websession(kind, workdir, factory, autoload=False),
-                    note="autoload=False: handlers await session.load() first, as with starsessions",
+                    note="autoload=False: handlers await session.load() first (as starsessions)",
                     baseline=_looped_baseline(factory),
                 )
             )

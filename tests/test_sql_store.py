@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -779,14 +780,26 @@ def test_an_unreachable_server_is_unavailable(url: str) -> None:
     store.close()
 
 
-def test_an_unreachable_server_is_unavailable_to_the_async_store() -> None:
-    url = "postgresql+psycopg://user:hunter2-pw@127.0.0.1:1/db"
-
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://user:hunter2-pw@127.0.0.1:1/db",
+        "mysql+pymysql://user:hunter2-pw@127.0.0.1:1/db",
+    ],
+)
+def test_an_unreachable_server_is_unavailable_to_the_async_store(url: str) -> None:
     async def main() -> None:
         store = AsyncSQLStore(url)
-        with pytest.raises(StoreUnavailable) as caught:
-            await store.load(make_key("x"))
-        _check_unavailable(caught.value, url)
+        for operation in (
+            lambda: store.load(make_key("x")),
+            lambda: store.save(make_key("x"), b"x", expected_version=None, ttl=TTL, meta=meta()),
+            lambda: store.touch(make_key("x"), TTL),
+            lambda: store.delete(make_key("x")),
+            lambda: store.sessions_for("u1"),
+        ):
+            with pytest.raises(StoreUnavailable) as caught:
+                await operation()
+            _check_unavailable(caught.value, async_url(url))
         await store.aclose()
 
     asyncio.run(main())
@@ -849,6 +862,139 @@ def test_the_async_store_recovers_from_a_killed_connection_too(postgres: Databas
     asyncio.run(main())
 
 
+def _wait_until_gone(admin: sa.Engine, application_name: str) -> None:
+    """Until the server has ended every backend of ``application_name`` (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with admin.connect() as conn:
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": application_name},
+            ).scalar()
+        if not left:
+            return
+        time.sleep(0.02)
+
+
+def test_a_killed_server_costs_the_async_store_one_retry(
+    postgres: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every connection the store holds dies at once (a database restart): the first
+    # call retries once on a fresh connection, and the other held ones are dropped
+    # with the dead one instead of failing the next calls one by one.
+    name = f"websession-test-{uuid.uuid4().hex[:8]}"
+    table = postgres.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(POSTGRES_URL, table=table, connect_args={"application_name": name})
+        key = make_key("one-retry")
+        version = await store.save(key, b"before", expected_version=None, ttl=TTL, meta=meta())
+        await asyncio.gather(*(store.load(key) for _ in range(4)))  # several connections held
+        assert len(store._idle) >= 2
+        assert _terminate(postgres.admin, name) >= 2
+        _wait_until_gone(postgres.admin, name)
+        with caplog.at_level(logging.INFO, logger="websession"):
+            version = await store.save(
+                key, b"after", expected_version=version, ttl=TTL, meta=meta()
+            )
+            for _ in range(4):
+                entry = await store.load(key)
+                assert entry is not None
+                assert (entry.payload, entry.version) == (b"after", version)
+            assert await store.touch(key, TTL) is True
+        retries = [r for r in caplog.records if "retrying once" in r.getMessage()]
+        assert len(retries) == 1
+        assert version == 2
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_async_writers_survive_connections_killed_mid_run(postgres: Database) -> None:
+    # Coroutines load and save their own sessions while the server keeps killing the
+    # store's connections: nothing half-written, every landed save counted once, and a
+    # save whose first attempt landed before its connection died is no Conflict.
+    name = f"websession-test-{uuid.uuid4().hex[:8]}"
+    table = postgres.new_table()
+    outcomes = {"saved": 0, "unavailable": 0, "conflict": 0}
+
+    async def main() -> None:
+        store = AsyncSQLStore(POSTGRES_URL, table=table, connect_args={"application_name": name})
+        keys = [make_key(f"mid-run-{i}") for i in range(8)]
+        for key in keys:
+            start = json.dumps({"n": 0}).encode()
+            await store.save(key, start, expected_version=None, ttl=TTL, meta=meta())
+        stop = asyncio.Event()
+
+        async def writer(key: str) -> None:
+            while not stop.is_set():
+                try:
+                    entry = await store.load(key)
+                    assert entry is not None
+                    data = json.loads(entry.payload)
+                    data["n"] += 1
+                    await store.save(
+                        key, json.dumps(data).encode(), expected_version=entry.version,
+                        ttl=TTL, meta=meta(),
+                    )  # fmt: skip
+                    outcomes["saved"] += 1
+                except StoreUnavailable:
+                    outcomes["unavailable"] += 1
+                except (Conflict, Gone):
+                    outcomes["conflict"] += 1
+
+        async def killer() -> None:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                await asyncio.to_thread(_terminate, postgres.admin, name)
+            stop.set()
+
+        await asyncio.gather(killer(), *(writer(key) for key in keys))
+        for key in keys:
+            entry = await store.load(key)
+            assert entry is not None
+            data = json.loads(entry.payload)  # whole JSON: nothing half-written
+            assert data["n"] == entry.version - 1  # every landed save bumped both, in step
+        pool = store.engine.sync_engine.pool
+        assert pool.checkedout() == len(store._idle)  # no connection lost on the way
+        await store.aclose()
+
+    asyncio.run(main())
+    assert outcomes["saved"] > 0
+    assert outcomes["conflict"] == 0  # each key has one writer: a retried save that landed is ok
+
+
+def test_a_killed_mariadb_connection_recovers_in_the_async_store(mariadb: Database) -> None:
+    table = mariadb.new_table()
+
+    async def kill_held(store: AsyncSQLStore) -> None:
+        driver_connection = store._idle[-1][1].driver_connection
+        cursor = driver_connection.cursor()
+        await cursor.execute("SELECT CONNECTION_ID()")
+        [(connection_id,)] = await cursor.fetchall()
+        await cursor.close()
+        with mariadb.admin.connect() as conn:
+            conn.exec_driver_sql(f"KILL {int(connection_id)}")
+
+    async def main() -> None:
+        store = AsyncSQLStore(mariadb.url, table=table)
+        key = make_key("mariadb-survivor")
+        version = await store.save(key, b"before", expected_version=None, ttl=TTL, meta=meta())
+        await kill_held(store)
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"before", version)
+        await kill_held(store)
+        version = await store.save(key, b"after", expected_version=version, ttl=TTL, meta=meta())
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"after", version)
+        await store.aclose()
+
+    asyncio.run(main())
+
+
 def test_a_second_disconnect_in_a_row_is_unavailable(
     postgres: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -865,6 +1011,30 @@ def test_a_second_disconnect_in_a_row_is_unavailable(
     monkeypatch.setattr(store, "_attempt", always_disconnected)
     with pytest.raises(StoreUnavailable, match="unavailable"):
         store.load(make_key("x"))
+    assert attempts == 2  # retried once, not more
+
+
+def test_a_second_disconnect_in_a_row_is_unavailable_to_the_async_store(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = database.new_table()
+    attempts = 0
+
+    async def always_disconnected(step: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise sa.exc.OperationalError(
+            "SELECT", None, Exception("gone"), connection_invalidated=True
+        )
+
+    async def main() -> None:
+        store = AsyncSQLStore(database.url, table=table)
+        monkeypatch.setattr(store, "_aattempt", always_disconnected)
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            await store.load(make_key("x"))
+        await store.aclose()
+
+    asyncio.run(main())
     assert attempts == 2  # retried once, not more
 
 
@@ -926,6 +1096,45 @@ def test_a_save_that_landed_before_the_connection_died_succeeds(
     assert entry is not None
     assert (entry.payload, entry.version) == (b"two", new)
     assert new == (1 if version is None else version + 1)
+
+
+@pytest.mark.parametrize("verb", ["INSERT", "UPDATE"])
+def test_an_async_save_that_landed_before_the_connection_died_succeeds(
+    database: Database, monkeypatch: pytest.MonkeyPatch, verb: str
+) -> None:
+    table = database.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(database.url, table=table)
+        key = make_key(f"async-landed-{verb}")
+        version = None
+        if verb == "UPDATE":
+            version = await store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+        real = store._aattempt
+        dropped = False
+
+        async def commit_then_drop(step: Any) -> Any:
+            nonlocal dropped
+            result = await real(step)
+            text = step.statement.text or ""
+            if not dropped and text.startswith(verb):
+                dropped = True
+                raise sa.exc.OperationalError(
+                    text, None, Exception("server closed the connection"),
+                    connection_invalidated=True,
+                )  # fmt: skip
+            return result
+
+        monkeypatch.setattr(store, "_aattempt", commit_then_drop)
+        new = await store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta())
+        assert dropped
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"two", new)
+        assert new == (1 if version is None else version + 1)
+        await store.aclose()
+
+    asyncio.run(main())
 
 
 def test_a_retried_save_still_conflicts_with_someone_elses_write(
@@ -1027,6 +1236,31 @@ def test_a_users_engine_is_used_as_is_and_left_open(database: Database) -> None:
     with engine.connect() as conn:  # the pool still works: close() left it alone
         assert conn.execute(sa.select(sa.func.count()).select_from(store.table)).scalar() == 1
     engine.dispose()
+
+
+def test_an_isolation_level_of_your_own_still_commits_every_save(database: Database) -> None:
+    # Autocommit is what lets the store skip BEGIN/COMMIT; with a level of your own each
+    # operation is a transaction of its own, committed, in both forms.
+    table = database.new_table()
+    reader = SQLStore(database.admin, table=table)
+    store = SQLStore(database.url, table=table, isolation_level="SERIALIZABLE")
+    key = make_key("isolated")
+    version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta(time.time()))
+    version = store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta(time.time()))
+    entry = reader.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"2", version)
+    store.close()
+
+    async def main() -> None:
+        async_store = AsyncSQLStore(database.url, table=table, isolation_level="SERIALIZABLE")
+        await async_store.save(key, b"3", expected_version=version, ttl=TTL, meta=meta())
+        await async_store.aclose()
+
+    asyncio.run(main())
+    entry = reader.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"3", version + 1)
 
 
 def test_wrong_engines_and_options_are_refused() -> None:
@@ -1149,6 +1383,189 @@ def test_fifty_concurrent_wsgi_writers_lose_no_update(server_database: Database)
     assert conflicts > 0  # the replay path really ran
     store.close()
     inner.close()
+
+
+# -- the async store on its driver's own connection ----------------------------------------------
+
+
+def test_the_async_store_awaits_its_driver_without_a_greenlet_per_call(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLAlchemy's greenlet serves the pool (taking and giving back a connection);
+    # once a connection is held, a call's statements are awaited on the driver's own
+    # asyncio connection, including the follow-up that tells Conflict from Gone.
+    table = database.new_table()
+    spawned: list[Any] = []
+    real = sql_module.greenlet_spawn
+
+    def counting(function: Any, *args: Any, **kwargs: Any) -> Any:
+        spawned.append(function)
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(sql_module, "greenlet_spawn", counting)
+
+    async def main() -> None:
+        clock = FakeClock()
+        store = AsyncSQLStore(database.url, table=table, clock=clock)
+        key = make_key("native")
+        version = await store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta(clock()))
+        assert spawned  # the first call took its connection from the pool
+        # A failed statement gives its connection back to the pool, as the sync store does.
+        with pytest.raises(Conflict):
+            await store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(clock()))
+        spawned.clear()
+        entry = await store.load(key)
+        assert entry is not None
+        assert entry.payload == b"1"
+        version = await store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta(clock()))
+        assert await store.touch(key, TTL) is True
+        with pytest.raises(Conflict):
+            await store.save(key, b"x", expected_version=version - 1, ttl=TTL, meta=meta(clock()))
+        assert [k for k, _ in await store.sessions_for("u1")] == [key]
+        assert await store.revoke(key) is True
+        await store.delete(key)
+        with pytest.raises(Gone):
+            await store.save(key, b"x", expected_version=version, ttl=TTL, meta=meta(clock()))
+        assert await store.load(key) is None
+        assert await store.delete_expired(10) == 0
+        assert spawned == []
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_fifty_coroutines_share_a_small_pool(database: Database) -> None:
+    # More coroutines than connections: those waiting for the pool get connections as
+    # calls end (a held connection never sits unused while a coroutine waits for one
+    # until the pool times out), and every session ends as its own coroutine left it.
+    table = database.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(
+            database.url, table=table, pool_size=2, max_overflow=0, pool_timeout=10
+        )
+        keys = [make_key(f"crowd-{i}") for i in range(50)]
+
+        async def one(i: int, key: str) -> int:
+            first = f"{i}:0".encode()
+            user = meta(time.time(), user_id=f"user-{i}")
+            version = await store.save(key, first, expected_version=None, ttl=TTL, meta=user)
+            entry = await store.load(key)
+            assert entry is not None
+            assert entry.payload == first
+            return await store.save(
+                key, f"{i}:1".encode(), expected_version=version, ttl=TTL, meta=user
+            )
+
+        versions = await asyncio.gather(*(one(i, key) for i, key in enumerate(keys)))
+        assert versions == [2] * 50
+        for i, key in enumerate(keys):
+            entry = await store.load(key)
+            assert entry is not None
+            assert (entry.payload, entry.user_id) == (f"{i}:1".encode(), f"user-{i}")
+        pool = store.engine.sync_engine.pool
+        assert pool.checkedout() == len(store._idle) <= 2  # none lost, none beyond the pool
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_threads_share_a_small_pool_too(server_database: Database) -> None:
+    # The sync store holds connections the same way and gives them up the same way.
+    database = server_database
+    store = database.store(pool_size=2, max_overflow=0, pool_timeout=10)
+    barrier = threading.Barrier(10)
+
+    def one(i: int) -> int:
+        barrier.wait()
+        key = make_key(f"threads-{i}")
+        return store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta(time.time()))
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert list(pool.map(one, range(10))) == [1] * 10
+    assert store.engine.pool.checkedout() == len(store._idle) <= 2
+    store.close()
+
+
+def test_no_driver_connection_serves_two_statements_at_once(postgres: Database) -> None:
+    import psycopg
+
+    busy: set[int] = set()
+    overlaps: list[str] = []
+    executed = 0
+
+    class ExclusiveCursor(psycopg.AsyncCursor):  # type: ignore[type-arg]
+        async def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+            nonlocal executed
+            connection = id(self.connection)
+            if connection in busy:
+                overlaps.append(str(query))
+            busy.add(connection)
+            try:
+                return await super().execute(query, params, **options)
+            finally:
+                busy.discard(connection)
+                executed += 1
+
+    table = postgres.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(
+            POSTGRES_URL, table=table, connect_args={"cursor_factory": ExclusiveCursor}
+        )
+        keys = [make_key(f"exclusive-{i}") for i in range(50)]
+
+        async def rounds(key: str) -> None:
+            version = await store.save(key, b"0", expected_version=None, ttl=TTL, meta=meta())
+            for n in range(1, 4):
+                entry = await store.load(key)
+                assert entry is not None
+                assert entry.version == version
+                version = await store.save(
+                    key, str(n).encode(), expected_version=version, ttl=TTL, meta=meta()
+                )
+
+        await asyncio.gather(*(rounds(key) for key in keys))
+        await store.aclose()
+
+    asyncio.run(main())
+    assert executed >= 50 * 7
+    assert overlaps == []
+
+
+def test_a_cancelled_call_does_not_keep_its_connection(postgres: Database) -> None:
+    # A save waiting on a row lock is cancelled (a request timeout): its connection is in
+    # an unknown state, so it is dropped rather than held for the next call.
+    table = postgres.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(POSTGRES_URL, table=table)
+        key = make_key("cancelled")
+        version = await store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+        sessions = store.table
+        with postgres.admin.connect() as other:
+            other.execute(
+                sa.select(sessions.c.session_key)
+                .where(sessions.c.session_key == key)
+                .with_for_update()
+            )
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta()), 0.3
+                )
+            other.rollback()
+        pool = store.engine.sync_engine.pool
+        assert pool.checkedout() == len(store._idle) == 0
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"one", version)  # the server cancelled it
+        version = await store.save(key, b"three", expected_version=version, ttl=TTL, meta=meta())
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"three", version)
+        await store.aclose()
+
+    asyncio.run(main())
 
 
 def test_entries_lists_live_sessions_newest_first(database: Database) -> None:

@@ -36,12 +36,15 @@ never parses a payload, so rows written by a newer websession load fine.
 from __future__ import annotations
 
 import abc
+import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 import shlex
+import threading
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -49,6 +52,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
@@ -67,6 +71,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("websession")
+_T = TypeVar("_T")
 
 DEFAULT_TABLE = "websession_sessions"
 #: Seconds to wait for a connection to a database server built from a URL.
@@ -259,6 +264,7 @@ _ROWS = 0  # the step wants the rowcount
 _FIRST = 1  # the first row, or None
 _INSERT = 2  # True, or False on a unique violation
 _ALL = 3  # every row
+_FETCHING = (_FIRST, _ALL)  # the modes that read rows
 
 
 class _Statement:
@@ -307,6 +313,8 @@ class _Step(NamedTuple):
 
 #: Yielded by a save's steps to ask the driver whether a step was retried after a disconnect.
 _RETRIED = object()
+#: What a failed attempt comes to when the step runs once more (see _SQLCommon._recover).
+_AGAIN = object()
 
 
 class _Statements:
@@ -410,6 +418,10 @@ def _entry(row: Any) -> Entry:
     return Entry(payload, row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
+def _loaded(row: Any) -> Entry | None:
+    return None if row is None else _entry(row)
+
+
 def _prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string above every string that starts with ``prefix`` (byte order)."""
     last = ord(prefix[-1])
@@ -461,14 +473,22 @@ def _check_name(kind: str, option: str, value: Any) -> None:
 class _SQLCommon(abc.ABC):
     """Configuration, statements and every operation, written once.
 
-    The operations are synchronous methods on the sync engine; :class:`SQLStore`
-    calls them directly and :class:`AsyncSQLStore` awaits them in a greenlet.
+    Each operation is a generator of steps (``_save_steps``, ``_touch_steps``,
+    ...): it yields the statements to run and receives their results, so what a
+    call does and decides is written once (``load`` is a single step,
+    ``_load_step``). :class:`SQLStore` carries the steps out with :meth:`_drive`,
+    :class:`AsyncSQLStore` with ``_adrive``; the two share the retry policy
+    (:meth:`_recover`) and the handling of held connections.
     """
 
     inline = False
     max_payload_size: int | None = None
     #: The URL scheme drivers this form swaps in when a URL names none.
     _drivers = _SYNC_DRIVERS
+    #: Drivers whose own asyncio connection the async store awaits directly (see _native).
+    _native_drivers: frozenset[str] = frozenset()
+    #: Whether an engine the store builds runs in autocommit (see _build_engine).
+    _autocommits = False
     engine: Any
 
     def __init__(
@@ -522,9 +542,10 @@ class _SQLCommon(abc.ABC):
         elif dialect.name in _MYSQL:
             self.max_payload_size = MYSQL_MAX_PAYLOAD
         # Engines the store built run in autocommit (every operation is one atomic
-        # statement, so BEGIN/COMMIT would only add round trips); an engine you pass
-        # keeps its own settings and each operation is a transaction of its own.
-        self._autocommit = self._owned
+        # statement, so BEGIN/COMMIT would only add round trips); an engine you pass,
+        # or an isolation level you set, keeps its settings and each operation is a
+        # transaction of its own.
+        self._autocommit = self._owned and self._autocommits
         self._schema = _Schema(table, schema)
         #: The session table, for queries of your own (read-only use recommended).
         self.table = self._schema.sessions
@@ -534,9 +555,10 @@ class _SQLCommon(abc.ABC):
         #: The sync engine every operation runs on (the async store's ``sync_engine``).
         self._engine: Engine = self._sync_engine(self.engine)
         # Engines the store built run the hot statements on the pooled DBAPI connection
-        # directly (see _direct); an engine you pass goes through Core, so its events,
-        # instrumentation and transaction settings see every statement.
-        self._direct = self._owned
+        # directly (see _direct_attempt), which commits nothing: in autocommit only. An
+        # engine you pass goes through Core, so its events, instrumentation and
+        # transaction settings see every statement.
+        self._direct = self._autocommit
         #: Connections held checked out between calls, each with its cursor (see _direct_attempt).
         self._idle: collections.deque[tuple[Any, Any, Any]] = collections.deque()
         pool = self._engine.pool
@@ -544,6 +566,19 @@ class _SQLCommon(abc.ABC):
         # None for pools that keep nothing (NullPool) or that must check every
         # checkout (pool_pre_ping=True, if you ask for it): those always use the pool.
         self._keep = size() if callable(size) and not pool._pre_ping else 0
+        #: How many callers are checking a connection out of the pool (see _hold).
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        # The async store awaits the asyncio driver's own connection for the direct
+        # statements where it knows the driver and the pool never hands one connection
+        # to two callers at once (StaticPool does); elsewhere it runs the sync code
+        # in a greenlet, as SQLAlchemy's asyncio layer does.
+        self._native = (
+            self._direct
+            and dialect.is_async
+            and dialect.driver in self._native_drivers
+            and isinstance(pool, QueuePool | NullPool)
+        )
         self._dialect = dialect
         self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self.url = self.engine.url.render_as_string(hide_password=True)
@@ -595,6 +630,13 @@ class _SQLCommon(abc.ABC):
             # In autocommit the pool's reset-on-return ROLLBACK is a wasted round trip.
             settings["skip_autocommit_rollback"] = True
         settings.update(options)
+        # A level of your own (also as an execution option) means transactions, which
+        # the direct path does not commit: every operation then goes through Core.
+        levels = (
+            settings.get("isolation_level"),
+            settings.get("execution_options", {}).get("isolation_level", "AUTOCOMMIT"),
+        )
+        self._autocommits = all(str(level).upper() == "AUTOCOMMIT" for level in levels)
         try:
             engine = self._create_engine(url, connect_args=connect_args, **settings)
         except (sa_exc.ArgumentError, TypeError) as exc:
@@ -638,10 +680,10 @@ class _SQLCommon(abc.ABC):
             return StoreUnavailable(f"the database at {self.url} is unavailable: {_reason(exc)}")
         return StoreError(f"the database at {self.url} refused a session statement: {_reason(exc)}")
 
-    # -- carrying statements out (sync; the async store runs these in a greenlet) ----------
+    # -- carrying steps out --------------------------------------------------------------
 
-    def _run(self, step: _Step) -> tuple[Any, bool]:
-        """The step's result, and whether it had to be retried after a disconnect.
+    def _recover(self, step: _Step, exc: sa_exc.SQLAlchemyError, retried: bool) -> Any:
+        """What a failed attempt at ``step`` comes to: :data:`_AGAIN`, a result, or an error.
 
         No pre-ping: a pooled connection that died while idle (database restart,
         failover, an idle timeout in a proxy) fails its statement with a
@@ -664,22 +706,41 @@ class _SQLCommon(abc.ABC):
         A connection that cannot be opened at all is not retried: a second
         attempt would only double the wait for a server that is down.
         """
+        if isinstance(exc, sa_exc.IntegrityError):
+            if step.mode == _INSERT:
+                return False  # the key exists
+        elif isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated and not retried:
+            log.info("the database at %s dropped a connection; retrying once", self.url)
+            return _AGAIN
+        raise self._error(exc) from exc
+
+    def _drive(self, steps: Generator[Any, Any, _T]) -> _T:
+        """Carry out an operation's steps, one statement at a time (the sync driver)."""
+        retried = False
+        try:
+            step = next(steps)
+            while True:
+                if step is _RETRIED:
+                    value: Any = retried
+                else:
+                    value, again = self._run(step)
+                    retried = retried or again
+                step = steps.send(value)
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+
+    def _run(self, step: _Step) -> tuple[Any, bool]:
+        """The step's result, and whether it had to run twice (see :meth:`_recover`)."""
         retried = False
         while True:
             try:
                 return self._attempt(step), retried
-            except sa_exc.IntegrityError as exc:
-                if step.mode == _INSERT:
-                    return False, retried
-                raise self._error(exc) from exc
-            except sa_exc.DBAPIError as exc:
-                if exc.connection_invalidated and not retried:
-                    log.info("the database at %s dropped a connection; retrying once", self.url)
-                    retried = True
-                    continue
-                raise self._error(exc) from exc
             except sa_exc.SQLAlchemyError as exc:
-                raise self._error(exc) from exc
+                value = self._recover(step, exc, retried)
+            if value is not _AGAIN:
+                return value, retried
+            retried = True
 
     def _attempt(self, step: _Step) -> Any:
         statement, params, mode = step
@@ -703,48 +764,34 @@ class _SQLCommon(abc.ABC):
         own check-out and check-in, cost as much as the database round trip on a
         fast network. So a few connections (as many as the pool keeps) stay
         checked out with an open cursor, in a stack any thread pops one from
-        without a lock; the rest of the time the pool serves. The dialect's
-        disconnect detection and SQLAlchemy's exception types are still used,
-        so errors look exactly like the Core path's.
+        without a lock (see :meth:`_hold`); the rest of the time the pool
+        serves. The dialect's disconnect detection and SQLAlchemy's exception
+        types are still used, so errors look exactly like the Core path's.
         """
         dialect = self._dialect
         dbapi_error = self._dbapi_error
         text = statement.text
         pool = self._engine.pool
-        try:
-            held = self._idle.pop()
-        except IndexError:
-            held = None
+        held = self._take()
         if held is not None and held[0] is pool:
             conn, cursor = held[1], held[2]
         else:
             if held is not None:  # from a pool that close() disposed of meanwhile
                 held[1].close()
             try:
-                conn = self._engine.raw_connection()
+                conn = self._checkout()
                 cursor = conn.cursor()
             except dbapi_error as exc:
                 raise _wrap(text, exc, dbapi_error, dialect, disconnect=False) from exc
         try:
             cursor.execute(text, statement.bind(params))
-            if mode == _FIRST:
-                # fetchall, so the statement is finished (SQLite would otherwise keep
-                # its read snapshot open while the cursor waits in the stack).
-                rows = cursor.fetchall()
-                value = rows[0] if rows else None
-            elif mode == _ROWS:
-                value = cursor.rowcount
-            elif mode == _ALL:
-                value = cursor.fetchall()
-            else:
-                value = True
+            # fetchall, so the statement is finished (SQLite would otherwise keep
+            # its read snapshot open while the cursor waits in the stack).
+            value = _result(mode, cursor, cursor.fetchall() if mode in _FETCHING else None)
         except dbapi_error as exc:
             disconnect = dialect.is_disconnect(exc, conn.dbapi_connection, cursor)  # type: ignore[arg-type]
             if disconnect:
-                # As Core does: the pool renews every connection as old as this one,
-                # and the held ones go too, so the retry gets a live connection.
-                pool._invalidate(conn, exc)
-                self._release_idle(invalidate=True)
+                self._broken(conn, exc)
             else:
                 with contextlib.suppress(dbapi_error):
                     cursor.close()
@@ -754,20 +801,69 @@ class _SQLCommon(abc.ABC):
             # Interrupted mid-statement: the connection's state is unknown.
             conn.invalidate()
             raise
-        if len(self._idle) < self._keep:
-            self._idle.append((pool, conn, cursor))
-        else:
+        if not self._hold(pool, conn, cursor):
             cursor.close()
             conn.close()
         return value
 
+    # -- held connections, for both forms -------------------------------------------------
+
+    def _take(self) -> tuple[Any, Any, Any] | None:
+        """A held (pool, connection, cursor), or None: then the caller checks one out."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return None
+
+    def _checkout(self) -> Any:
+        """A connection from the pool, which may wait for one (counted: see :meth:`_hold`).
+
+        The async store calls this in SQLAlchemy's greenlet, where the pool can
+        open a connection and wait on its asyncio queue.
+        """
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            return self._engine.raw_connection()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _hold(self, pool: Any, conn: Any, cursor: Any) -> bool:
+        """Keep ``conn`` checked out with its cursor for the next call, if that is right.
+
+        Not beyond what the pool keeps, not for a pool that close() replaced,
+        and not while another caller waits for a connection from a pool that
+        has none left: a held connection would sit unused while that caller
+        runs into the pool's timeout.
+        """
+        idle = self._idle
+        if (
+            len(idle) < self._keep
+            and pool is self._engine.pool
+            and not (self._waiting and _exhausted(pool))
+        ):
+            idle.append((pool, conn, cursor))
+            return True
+        return False
+
+    def _broken(self, conn: Any, exc: BaseException) -> None:
+        """After a disconnect on ``conn``: as Core does, the pool renews every connection
+        as old as this one, and the held ones go too, so the retry gets a live connection."""
+        self._engine.pool._invalidate(conn, exc)
+        self._release_idle(invalidate=True)
+
     def _release_idle(self, *, invalidate: bool = False) -> None:
-        """Hand the held connections back to the pool (or close them, after a disconnect)."""
+        """Hand the held connections back to the pool (or close them, after a disconnect).
+
+        Sync: the async store runs it in a greenlet, and closes cursors of its
+        driver's own (whose close is awaited) itself before handing them back.
+        """
         while True:
-            try:
-                _pool, conn, cursor = self._idle.pop()
-            except IndexError:
+            held = self._take()
+            if held is None:
                 return
+            _pool, conn, cursor = held
             if invalidate:
                 conn.invalidate()
             else:
@@ -775,46 +871,40 @@ class _SQLCommon(abc.ABC):
                     cursor.close()
                 conn.close()
 
-    def _drive(self, steps: Generator[Any, Any, int]) -> int:
-        retried = False
+    def _migrate_sync(self, *, upgrade: bool) -> SchemaChange:
         try:
-            step = next(steps)
-            while True:
-                if step is _RETRIED:
-                    value: Any = retried
-                else:
-                    value, again = self._run(step)
-                    retried = retried or again
-                step = steps.send(value)
-        except StopIteration as done:
-            return int(done.value)
+            with self._engine.connect() as conn:
+                return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from exc
 
-    # -- the operations, sync; SQLStore calls them, AsyncSQLStore awaits them in a greenlet
+    # -- the operations, as steps: each yields its statements and gets their results ------
 
-    def _load(self, key: str) -> Entry | None:
-        row, _ = self._run(_Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST))
-        return None if row is None else _entry(row)
+    def _load_step(self, key: str) -> _Step:
+        # The call every request with a session makes, and one statement with nothing
+        # to decide: the drivers run the step itself (a generator would cost ~2 µs).
+        return _Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST)
 
-    def _save(
-        self, key: str, payload: bytes, expected_version: int | None, ttl: float, meta: Meta
-    ) -> int:
-        return self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
+    def _touch_steps(self, key: str, ttl: float) -> Generator[Any, Any, bool]:
+        now = self._clock()
+        if ttl <= 0:
+            yield _Step(self._sql.delete, {"p_key": key}, _ROWS)
+            return False
+        params = {"p_key": key, "p_now": now, "p_expires": now + ttl, "p_seen": now}
+        rows = yield _Step(self._sql.touch, params, _ROWS)
+        return bool(rows == 1)
 
-    def _touch(self, key: str, ttl: float) -> bool:
-        rows, _ = self._run(self._touch_step(key, ttl))
-        return bool(rows == 1 and ttl > 0)
+    def _delete_steps(self, key: str) -> Generator[Any, Any, None]:
+        yield _Step(self._sql.delete, {"p_key": key}, _ROWS)
 
-    def _delete(self, key: str) -> None:
-        self._run(_Step(self._sql.delete, {"p_key": key}, _ROWS))
-
-    def _delete_expired(self, limit: int) -> int:
+    def _delete_expired_steps(self, limit: int) -> Generator[Any, Any, int]:
         check_limit(limit)
-        step = _Step(self._sql.delete_expired, {"p_now": self._clock(), "p_limit": limit}, _ROWS)
-        return int(self._run(step)[0])
+        params = {"p_now": self._clock(), "p_limit": limit}
+        return int((yield _Step(self._sql.delete_expired, params, _ROWS)))
 
-    def _entry_rows(
+    def _entries_steps(
         self, prefix: str, user_id: str | None, limit: int | None
-    ) -> list[tuple[str, Entry]]:
+    ) -> Generator[Any, Any, list[tuple[str, Entry]]]:
         c = self.table.c
         stmt = sa.select(c.session_key, *self._sql.columns).where(c.expires_at > self._clock())
         if user_id is not None:
@@ -828,32 +918,23 @@ class _SQLCommon(abc.ABC):
         stmt = stmt.order_by(c.updated_at.desc(), c.session_key)
         if limit is not None:
             stmt = stmt.limit(check_limit(limit))
-        rows, _ = self._run(_Step(_Statement(stmt, self._dialect, direct=False), {}, _ALL))
+        rows = yield _Step(_Statement(stmt, self._dialect, direct=False), {}, _ALL)
         return [(row[0], _entry(row[1:])) for row in rows if row[0].startswith(prefix)]
 
-    def _sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
-        step = _Step(self._sql.sessions_for, {"p_user": user_id, "p_now": self._clock()}, _ALL)
-        rows, _ = self._run(step)
+    def _sessions_for_steps(self, user_id: str) -> Generator[Any, Any, list[tuple[str, Entry]]]:
+        params = {"p_user": user_id, "p_now": self._clock()}
+        rows = yield _Step(self._sql.sessions_for, params, _ALL)
         return [(row[0], _entry(row[1:])) for row in rows]
 
-    def _revoke(self, key: str) -> bool:
-        step = _Step(self._sql.revoke, {"p_key": key, "p_now": self._clock()}, _ROWS)
-        return bool(self._run(step)[0] == 1)
+    def _revoke_steps(self, key: str) -> Generator[Any, Any, bool]:
+        rows = yield _Step(self._sql.revoke, {"p_key": key, "p_now": self._clock()}, _ROWS)
+        return bool(rows == 1)
 
-    def _revoke_user(self, user_id: str, keep: Collection[str]) -> int:
+    def _revoke_user_steps(self, user_id: str, keep: Collection[str]) -> Generator[Any, Any, int]:
         if isinstance(keep, str):
             raise SessionConfigError("keep= takes a collection of keys, not one key as a string")
         params = {"p_user": user_id, "p_now": self._clock(), "p_keep": sorted(set(keep))}
-        return int(self._run(_Step(self._sql.revoke_user, params, _ROWS))[0])
-
-    def _migrate_sync(self, *, upgrade: bool) -> SchemaChange:
-        try:
-            with self._engine.connect() as conn:
-                return _migrate(conn, self._schema, self._clock, upgrade=upgrade)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc) from exc
-
-    # -- the decisions, as steps a driver carries out ------------------------------------
+        return int((yield _Step(self._sql.revoke_user, params, _ROWS)))
 
     def _save_steps(
         self, key: str, payload: bytes, expected_version: int | None, ttl: float, meta: Meta
@@ -920,16 +1001,6 @@ class _SQLCommon(abc.ABC):
             return Gone("the session was deleted meanwhile")
         return Conflict("the session was saved by another request")
 
-    def _touch_step(self, key: str, ttl: float) -> _Step:
-        now = self._clock()
-        if ttl <= 0:
-            return _Step(self._sql.delete, {"p_key": key}, _ROWS)
-        return _Step(
-            self._sql.touch,
-            {"p_key": key, "p_now": now, "p_expires": now + ttl, "p_seen": now},
-            _ROWS,
-        )
-
 
 def _wrap(
     statement: str | None,
@@ -950,6 +1021,48 @@ def _wrap(
         dialect=dialect,
     )
     return wrapped
+
+
+def _result(mode: int, cursor: Any, rows: Any) -> Any:
+    """A step's result, from its cursor and (for the ``_FETCHING`` modes) all its rows."""
+    if mode == _FIRST:
+        return rows[0] if rows else None
+    if mode == _ROWS:
+        return cursor.rowcount
+    if mode == _ALL:
+        return rows
+    return True
+
+
+def _exhausted(pool: Any) -> bool:
+    """Whether a QueuePool can give out no connection without waiting for one to come back."""
+    limit = getattr(pool, "_max_overflow", -1)  # -1: no limit (and not a QueuePool)
+    return bool(limit >= 0 and pool.checkedin() == 0 and pool.overflow() >= limit)
+
+
+def _adapted(conn: Any, error: Exception) -> Exception:
+    """``error`` as SQLAlchemy's adaptation of the asyncio driver raises it.
+
+    asyncmy reports a lost connection as an AttributeError and aiosqlite a
+    closed one as a ValueError; the adapted connection turns those into the
+    DBAPI errors that the dialect's disconnect detection knows.
+    """
+    handle = getattr(conn.dbapi_connection, "_handle_exception", None)
+    if handle is None:
+        return error
+    try:
+        handle(error)
+    except Exception as translated:  # it raises what it maps the error to
+        return translated
+    return error
+
+
+async def _in_greenlet(function: Callable[..., Any], *args: Any) -> Any:
+    """Pool work that may do I/O (check-in, invalidation) in SQLAlchemy's greenlet.
+
+    Shielded, so a cancelled caller still leaves the pool in order.
+    """
+    return await asyncio.shield(greenlet_spawn(function, *args))
 
 
 def _use_wal(engine: Engine) -> None:
@@ -1011,21 +1124,21 @@ class SQLStore(_SQLCommon):
 
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One SELECT."""
-        return self._load(key)
+        return _loaded(self._run(self._load_step(key))[0])
 
     def save(
         self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
     ) -> int:
         """Compare-and-swap write: one INSERT or one version-checked UPDATE when all goes well."""
-        return self._save(key, payload, expected_version, ttl, meta)
+        return self._drive(self._save_steps(key, payload, expected_version, ttl, meta))
 
     def touch(self, key: str, ttl: float) -> bool:
         """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
-        return self._touch(key, ttl)
+        return self._drive(self._touch_steps(key, ttl))
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One DELETE."""
-        self._delete(key)
+        self._drive(self._delete_steps(key))
 
     def delete_expired(self, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired rows in one short statement; return how many went.
@@ -1033,7 +1146,7 @@ class SQLStore(_SQLCommon):
         PostgreSQL skips rows other transactions hold locked (``SKIP LOCKED``),
         so a collection run never waits on a request.
         """
-        return self._delete_expired(limit)
+        return self._drive(self._delete_expired_steps(limit))
 
     def entries(
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
@@ -1044,21 +1157,21 @@ class SQLStore(_SQLCommon):
         Fetched in full before the first is yielded, so no connection is held
         while the caller loops.
         """
-        yield from self._entry_rows(prefix, user_id, limit)
+        yield from self._drive(self._entries_steps(prefix, user_id, limit))
 
     # -- the per-user index --------------------------------------------------------------
 
     def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
         """The live sessions of ``user_id``, most recently seen first. One SELECT on the index."""
-        return self._sessions_for(user_id)
+        return self._drive(self._sessions_for_steps(user_id))
 
     def revoke(self, key: str) -> bool:
         """Delete one session; False if it was not there (or had expired). One DELETE."""
-        return self._revoke(key)
+        return self._drive(self._revoke_steps(key))
 
     def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
         """Delete every live session of ``user_id`` except the keys in ``keep``. One DELETE."""
-        return self._revoke_user(user_id, keep)
+        return self._drive(self._revoke_user_steps(user_id, keep))
 
     # -- schema --------------------------------------------------------------------------
 
@@ -1099,13 +1212,19 @@ class AsyncSQLStore(_SQLCommon):
     :class:`~sqlalchemy.ext.asyncio.AsyncEngine`. ``await store.aclose()``
     disposes of an engine the store built.
 
-    Each operation runs the same code as :class:`SQLStore` in one greenlet,
-    the way SQLAlchemy's own asyncio layer runs Core: the driver's awaits
-    happen on the event loop, and the decisions are written once.
+    The operations are the same steps as :class:`SQLStore`'s, carried out with
+    ``await``. On an engine the store built with psycopg, asyncmy or aiosqlite,
+    the hot statements are awaited on the driver's own asyncio connection
+    (held between calls as the sync store holds its connections), so a call
+    costs about what the driver's own call costs; only taking a connection
+    from the pool or giving one back goes through SQLAlchemy's greenlet. Other
+    drivers, an engine you pass, and the statements that go through Core run
+    the sync code in a greenlet, the way SQLAlchemy's asyncio layer runs Core.
     """
 
     engine: AsyncEngine
     _drivers = _ASYNC_DRIVERS
+    _native_drivers = frozenset({"psycopg", "asyncmy", "aiosqlite"})
 
     def _create_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
         return create_async_engine(url, **kwargs)
@@ -1123,44 +1242,45 @@ class AsyncSQLStore(_SQLCommon):
 
     async def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One SELECT."""
-        return await greenlet_spawn(self._load, key)
+        row, _ = await self._arun(self._load_step(key))
+        return _loaded(row)
 
     async def save(
         self, key: str, payload: bytes, *, expected_version: int | None, ttl: float, meta: Meta
     ) -> int:
         """Compare-and-swap write: one INSERT or one version-checked UPDATE when all goes well."""
-        return await greenlet_spawn(self._save, key, payload, expected_version, ttl, meta)
+        return await self._adrive(self._save_steps(key, payload, expected_version, ttl, meta))
 
     async def touch(self, key: str, ttl: float) -> bool:
         """Extend the expiry to now + ``ttl`` and set last seen; False if the key is gone."""
-        return await greenlet_spawn(self._touch, key, ttl)
+        return await self._adrive(self._touch_steps(key, ttl))
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One DELETE."""
-        await greenlet_spawn(self._delete, key)
+        await self._adrive(self._delete_steps(key))
 
     async def delete_expired(self, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired rows in one short statement (see SQLStore)."""
-        return await greenlet_spawn(self._delete_expired, limit)
+        return await self._adrive(self._delete_expired_steps(limit))
 
     async def entries(
         self, *, prefix: str = "", user_id: str | None = None, limit: int | None = None
     ) -> AsyncIterator[tuple[str, Entry]]:
         """Live entries whose key starts with ``prefix`` (and belong to ``user_id``)."""
-        for item in await greenlet_spawn(self._entry_rows, prefix, user_id, limit):
+        for item in await self._adrive(self._entries_steps(prefix, user_id, limit)):
             yield item
 
     async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
         """The live sessions of ``user_id``, most recently seen first. One SELECT on the index."""
-        return await greenlet_spawn(self._sessions_for, user_id)
+        return await self._adrive(self._sessions_for_steps(user_id))
 
     async def revoke(self, key: str) -> bool:
         """Delete one session; False if it was not there (or had expired). One DELETE."""
-        return await greenlet_spawn(self._revoke, key)
+        return await self._adrive(self._revoke_steps(key))
 
     async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
         """Delete every live session of ``user_id`` except the keys in ``keep``. One DELETE."""
-        return await greenlet_spawn(self._revoke_user, user_id, keep)
+        return await self._adrive(self._revoke_user_steps(user_id, keep))
 
     async def create_table(self) -> SchemaChange:
         """Create the session table if missing (see :meth:`SQLStore.create_table`)."""
@@ -1173,5 +1293,107 @@ class AsyncSQLStore(_SQLCommon):
     async def aclose(self) -> None:
         """Dispose of an engine the store built (an engine you passed stays open)."""
         if self._owned:
-            await greenlet_spawn(self._release_idle)
+            if self._native:
+                while (held := self._take()) is not None:
+                    await self._give_back(held[1], held[2])
+            else:
+                await greenlet_spawn(self._release_idle)
             await self.engine.dispose()
+
+    # -- carrying steps out, awaited ------------------------------------------------------
+
+    async def _adrive(self, steps: Generator[Any, Any, _T]) -> _T:
+        """Carry out an operation's steps, one statement at a time (the asyncio driver)."""
+        retried = False
+        try:
+            step = next(steps)
+            while True:
+                if step is _RETRIED:
+                    value: Any = retried
+                else:
+                    value, again = await self._arun(step)
+                    retried = retried or again
+                step = steps.send(value)
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+
+    async def _arun(self, step: _Step) -> tuple[Any, bool]:
+        """The step's result, and whether it had to run twice (see :meth:`_recover`)."""
+        retried = False
+        while True:
+            try:
+                return await self._aattempt(step), retried
+            except sa_exc.SQLAlchemyError as exc:
+                value = self._recover(step, exc, retried)
+            if value is not _AGAIN:
+                return value, retried
+            retried = True
+
+    async def _aattempt(self, step: _Step) -> Any:
+        statement, params, mode = step
+        if self._native and statement.text is not None:
+            return await self._native_attempt(statement, params, mode)
+        return await greenlet_spawn(self._attempt, step)
+
+    async def _native_attempt(
+        self, statement: _Statement, params: dict[str, Any], mode: int
+    ) -> Any:
+        """:meth:`_direct_attempt`, awaited on the asyncio driver's own connection.
+
+        A connection serves one statement at a time: it is popped from the
+        stack of held ones, or checked out, for the whole statement (fetch
+        included), and only then held again or given back. Errors go through
+        the adapted connection's translation, the dialect's disconnect
+        detection and SQLAlchemy's exception types, as on the other paths; a
+        fresh connection whose cursor cannot be opened fails like a statement.
+        """
+        dialect = self._dialect
+        dbapi_error = self._dbapi_error
+        text = statement.text
+        pool = self._engine.pool
+        cursor: Any = None
+        held = self._take()
+        if held is not None and held[0] is pool:
+            conn, cursor = held[1], held[2]
+        else:
+            if held is not None:  # from a pool that aclose() disposed of meanwhile
+                await self._give_back(held[1], held[2])
+            try:
+                conn = await greenlet_spawn(self._checkout)
+            except dbapi_error as exc:
+                raise _wrap(text, exc, dbapi_error, dialect, disconnect=False) from exc
+        try:
+            if cursor is None:
+                cursor = conn.driver_connection.cursor()
+                if inspect.isawaitable(cursor):  # aiosqlite opens it on its own thread
+                    cursor = await cursor
+            await cursor.execute(text, statement.bind(params))
+            value = _result(mode, cursor, await cursor.fetchall() if mode in _FETCHING else None)
+        except Exception as error:
+            failure = _adapted(conn, error)
+            if not isinstance(failure, dbapi_error):
+                await _in_greenlet(conn.invalidate)
+                raise
+            disconnect = dialect.is_disconnect(failure, conn.dbapi_connection, None)  # type: ignore[arg-type]
+            if disconnect:
+                await _in_greenlet(self._broken, conn, failure)
+            else:
+                await self._give_back(conn, cursor)
+            raise _wrap(text, failure, dbapi_error, dialect, disconnect=disconnect) from failure
+        except BaseException as interrupted:
+            if isinstance(interrupted, GeneratorExit):  # the coroutine was closed: no await left
+                raise
+            # Cancelled mid-statement: the connection's state is unknown.
+            await _in_greenlet(conn.invalidate)
+            raise
+        if not self._hold(pool, conn, cursor):
+            await self._give_back(conn, cursor)
+        return value
+
+    async def _give_back(self, conn: Any, cursor: Any) -> None:
+        """Close a cursor of the driver's own and return its connection to the pool."""
+        if cursor is not None:
+            with contextlib.suppress(self._dbapi_error):
+                await cursor.close()
+        await _in_greenlet(conn.close)
