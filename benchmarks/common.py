@@ -8,10 +8,11 @@ layer and nothing of an HTTP client or server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -326,6 +327,15 @@ class Case:
 
 class Unavailable(RuntimeError):
     """This implementation cannot run here (a missing package or store); the reason is shown."""
+
+
+@contextlib.contextmanager
+def needs(reason: str) -> Iterator[None]:
+    """Imports in this block may fail: then the case is :class:`Unavailable`, for ``reason``."""
+    try:
+        yield
+    except ImportError as exc:
+        raise Unavailable(f"{reason}: {exc}") from None
 
 
 @dataclass

@@ -17,8 +17,8 @@ from .common import (
     STORES,
     Case,
     Family,
-    Unavailable,
     fill_session,
+    needs,
     read_session,
     write_session,
     wsgi_builder,
@@ -26,7 +26,7 @@ from .common import (
     wsgi_environ,
 )
 from .websession_stores import make_store
-from .wsgi_family import sync_reference
+from .wsgi_family import websession_case
 
 _SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 #: Which database alias the router sends session queries to (see ``SessionRouter``).
@@ -89,11 +89,9 @@ def setup(workdir: Path) -> None:
     global _configured
     if _configured:
         return
-    try:
+    with needs("django not installed"):
         import django  # type: ignore[import-untyped]
         from django.conf import settings  # type: ignore[import-untyped]
-    except ImportError as exc:
-        raise Unavailable(f"django not installed: {exc}") from None
     settings.configure(
         DEBUG=False,
         SECRET_KEY=SECRET,
@@ -242,16 +240,7 @@ def family(workdir: Path) -> Family:
         "postgresql": "db backend on PostgreSQL (psycopg), persistent connection",
     }
     for kind in STORES:
-        fam.cases.append(
-            Case(
-                "django",
-                "websession",
-                kind,
-                _websession(kind, workdir),
-                is_websession=True,
-                reference=sync_reference(kind),
-            )
-        )
+        fam.cases.append(websession_case("django", kind, _websession(kind, workdir)))
         fam.cases.append(Case("django", "django", kind, _django(kind), note=notes[kind]))
         if kind == "sqlite":
             fam.cases.append(

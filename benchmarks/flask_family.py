@@ -16,6 +16,7 @@ from .common import (
     Family,
     Unavailable,
     fill_session,
+    needs,
     read_session,
     write_session,
     wsgi_builder,
@@ -24,9 +25,10 @@ from .common import (
 )
 from .peer_sqlite import use_wal_normal_for_sqlalchemy
 from .websession_stores import make_store
-from .wsgi_family import sync_reference
+from .wsgi_family import websession_case
 
 _names = itertools.count()
+_NEEDS_FLASK_SQLALCHEMY = "Flask-Session's SQL store needs Flask-SQLAlchemy"
 
 
 def make_app(get_session: Callable[[], Any] | None, **config: Any) -> Any:
@@ -89,10 +91,8 @@ def _websession(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]
 
 def _flask_session_ext(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
     def build(scenario: str) -> Callable[[], None]:
-        try:
+        with needs("flask-session not installed"):
             from flask_session import Session
-        except ImportError as exc:
-            raise Unavailable(f"flask-session not installed: {exc}") from None
         label = f"flask-session-{kind}-{scenario}"
         config: dict[str, Any] = {}
         if kind == "memory":
@@ -108,10 +108,8 @@ def _flask_session_ext(kind: str, workdir: Path) -> Callable[[str], Callable[[],
                 SESSION_CACHELIB=FileSystemCache(str(workdir / label), threshold=0),
             )
         elif kind == "sqlite":
-            try:
+            with needs(_NEEDS_FLASK_SQLALCHEMY):
                 from flask_sqlalchemy import SQLAlchemy
-            except ImportError:
-                raise Unavailable("Flask-Session's SQL store needs Flask-SQLAlchemy") from None
             use_wal_normal_for_sqlalchemy()
             config.update(
                 SESSION_TYPE="sqlalchemy", SQLALCHEMY_DATABASE_URI=f"sqlite:///{workdir / label}.db"
@@ -129,10 +127,8 @@ def _flask_session_ext(kind: str, workdir: Path) -> Callable[[str], Callable[[],
             )
         elif kind == "postgresql":
             network.require("postgresql")
-            try:
+            with needs(_NEEDS_FLASK_SQLALCHEMY):
                 from flask_sqlalchemy import SQLAlchemy
-            except ImportError:
-                raise Unavailable("Flask-Session's SQL store needs Flask-SQLAlchemy") from None
             config.update(
                 SESSION_TYPE="sqlalchemy",
                 SQLALCHEMY_DATABASE_URI=network.POSTGRES_URL,
@@ -168,16 +164,7 @@ def _flask_cookie(scenario: str) -> Callable[[], None]:
 def family(workdir: Path) -> Family:
     fam = Family("flask", "Flask app (default cookie session installed, unused)", _baseline)
     for kind in STORES:
-        fam.cases.append(
-            Case(
-                "flask",
-                "websession",
-                kind,
-                _websession(kind, workdir),
-                is_websession=True,
-                reference=sync_reference(kind),
-            )
-        )
+        fam.cases.append(websession_case("flask", kind, _websession(kind, workdir)))
         if kind == "cookie":
             fam.cases.append(
                 Case(

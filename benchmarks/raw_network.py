@@ -87,6 +87,54 @@ class _Saver:
         )
 
 
+def _ours(store: Any, astore: Any, key: str) -> dict[str, Callable[[], None]]:
+    """websession's stores (sync and async) doing each operation on the seeded ``key``."""
+
+    def load() -> None:
+        store.load(key)
+
+    def load_save() -> None:
+        entry = _must(store.load(key))
+        store.save(key, entry.payload, expected_version=entry.version, ttl=TTL, meta=entry.meta)
+
+    async def aload() -> None:
+        await astore.load(key)
+
+    async def aload_save() -> None:
+        entry = _must(await astore.load(key))
+        await astore.save(
+            key, entry.payload, expected_version=entry.version, ttl=TTL, meta=entry.meta
+        )
+
+    return {
+        "sync load": load,
+        "sync save": _Saver(store, key).save,
+        "sync load + save": load_save,
+        "async load": Looped(aload),
+        "async save": Looped(_Saver(astore, key).asave),
+        "async load + save": Looped(aload_save),
+    }
+
+
+def _pairs(
+    name: str,
+    raw_names: tuple[str, str, str],
+    raw: dict[str, Callable[[], None]],
+    araw: dict[str, Callable[[], None]],
+    ours: dict[str, Callable[[], None]],
+) -> list[StorePair]:
+    """The six comparisons of a store: load, save, load + save; sync, then async.
+
+    ``raw_names`` names the raw work of each operation: the keys of ``raw``
+    (sync) and ``araw`` (async, :class:`Looped`).
+    """
+    return [
+        StorePair(name, form, operation, raw_name, work[raw_name], ours[f"{form} {operation}"])
+        for form, work in (("sync", raw), ("async", araw))
+        for operation, raw_name in zip(("load", "save", "load + save"), raw_names, strict=True)
+    ]
+
+
 class RedisReferences:
     """Raw redis-py GET / SET on a copy of a websession record, and the store doing the same."""
 
@@ -148,46 +196,14 @@ class RedisReferences:
         return {"read": self.get, "write": self.get_set, "new": self.set}.get(scenario)
 
     def pairs(self) -> list[StorePair]:
-        store, key, astore = self.store, self.key, self.async_store
-
-        def load() -> None:
-            store.load(key)
-
-        def load_save() -> None:
-            entry = _must(store.load(key))
-            store.save(key, entry.payload, expected_version=entry.version, ttl=TTL, meta=entry.meta)
-
-        async def aload() -> None:
-            await astore.load(key)
-
-        async def aload_save() -> None:
-            entry = _must(await astore.load(key))
-            await astore.save(
-                key, entry.payload, expected_version=entry.version, ttl=TTL, meta=entry.meta
-            )
-
-        return [
-            StorePair("redis", "sync", "load", "GET", self.get, load),
-            StorePair("redis", "sync", "save", "SET", self.set, _Saver(store, key).save),
-            StorePair("redis", "sync", "load + save", "GET+SET", self.get_set, load_save),
-            StorePair("redis", "async", "load", "GET", Looped(self.aget), Looped(aload)),
-            StorePair(
-                "redis",
-                "async",
-                "save",
-                "SET",
-                Looped(self.aset),
-                Looped(_Saver(astore, key).asave),
-            ),
-            StorePair(
-                "redis",
-                "async",
-                "load + save",
-                "GET+SET",
-                Looped(self.aget_set),
-                Looped(aload_save),
-            ),
-        ]
+        raw = {"GET": self.get, "SET": self.set, "GET+SET": self.get_set}
+        araw = {
+            "GET": Looped(self.aget),
+            "SET": Looped(self.aset),
+            "GET+SET": Looped(self.aget_set),
+        }
+        ours = _ours(self.store, self.async_store, self.key)
+        return _pairs("redis", ("GET", "SET", "GET+SET"), raw, araw, ours)
 
 
 _SELECT = (
@@ -318,60 +334,13 @@ class PostgresReferences:
         return self._raw_for(latest["postgresql"], asynchronous=asynchronous)[name]
 
     def pairs(self) -> list[StorePair]:
-        store, key, astore = self.store, self.key, self.async_store
-
-        def load() -> None:
-            store.load(key)
-
-        def load_save() -> None:
-            entry = _must(store.load(key))
-            store.save(key, entry.payload, expected_version=entry.version, ttl=TTL, meta=entry.meta)
-
-        async def aload() -> None:
-            await astore.load(key)
-
-        async def aload_save() -> None:
-            entry = _must(await astore.load(key))
-            await astore.save(
-                key, entry.payload, expected_version=entry.version, ttl=TTL, meta=entry.meta
-            )
-
+        ours = _ours(self.store, self.async_store, self.key)
         # One call each first, so both stores hold the connection the raw work shares.
-        load()
-        Looped(aload)()
-        raw = self._raw_for(store, asynchronous=False)
-        araw = self._raw_for(astore, asynchronous=True)
-        return [
-            StorePair("postgresql", "sync", "load", "SELECT", raw["SELECT"], load),
-            StorePair(
-                "postgresql", "sync", "save", "UPDATE", raw["UPDATE"], _Saver(store, key).save
-            ),
-            StorePair(
-                "postgresql",
-                "sync",
-                "load + save",
-                "SELECT+UPDATE",
-                raw["SELECT+UPDATE"],
-                load_save,
-            ),
-            StorePair("postgresql", "async", "load", "SELECT", araw["SELECT"], Looped(aload)),
-            StorePair(
-                "postgresql",
-                "async",
-                "save",
-                "UPDATE",
-                araw["UPDATE"],
-                Looped(_Saver(astore, key).asave),
-            ),
-            StorePair(
-                "postgresql",
-                "async",
-                "load + save",
-                "SELECT+UPDATE",
-                araw["SELECT+UPDATE"],
-                Looped(aload_save),
-            ),
-        ]
+        ours["sync load"]()
+        ours["async load"]()
+        raw = self._raw_for(self.store, asynchronous=False)
+        araw = self._raw_for(self.async_store, asynchronous=True)
+        return _pairs("postgresql", ("SELECT", "UPDATE", "SELECT+UPDATE"), raw, araw, ours)
 
 
 def _must(entry: Entry | None) -> Entry:

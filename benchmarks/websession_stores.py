@@ -9,7 +9,7 @@ from typing import Any
 from websession.stores import CookieStore, Entry, MemoryStore, Meta
 
 from . import network
-from .common import SECRET, Unavailable, bench_loop
+from .common import SECRET, bench_loop, needs
 
 #: The SQLite durability websession uses by default, stated with every figure.
 SQLITE_SYNCHRONOUS = "NORMAL"
@@ -29,18 +29,14 @@ def make_store(kind: str, workdir: Path, label: str) -> Any:
     if kind == "cookie":
         return CookieStore(secret_keys=[SECRET])
     if kind == "file":
-        try:
+        with needs("websession FileStore not importable"):
             from websession.stores import FileStore
-        except ImportError as exc:
-            raise Unavailable(f"websession FileStore not importable: {exc}") from None
         directory = workdir / f"ws-files-{label}"
         directory.mkdir()
         return FileStore(str(directory))
     if kind == "sqlite":
-        try:
+        with needs("websession SQLiteStore not importable"):
             from websession.stores import SQLiteStore
-        except ImportError as exc:
-            raise Unavailable(f"websession SQLiteStore not importable: {exc}") from None
         return SQLiteStore(str(workdir / f"ws-{label}.db"), synchronous=SQLITE_SYNCHRONOUS)
     if kind == "redis":
         network.require("redis")

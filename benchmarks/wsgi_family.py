@@ -13,9 +13,9 @@ from .common import (
     STORES,
     Case,
     Family,
-    Unavailable,
     WSGIApp,
     fill_session,
+    needs,
     read_session,
     write_session,
     wsgi_builder,
@@ -97,6 +97,13 @@ def sync_reference(kind: str) -> Callable[[str], Callable[[], None] | None] | No
     return reference
 
 
+def websession_case(family: str, kind: str, build: Callable[[str], Callable[[], None]]) -> Case:
+    """websession on ``kind`` in a sync (WSGI) family, judged against the raw client work."""
+    return Case(
+        family, "websession", kind, build, is_websession=True, reference=sync_reference(kind)
+    )
+
+
 def _beaker_redis_namespace(prefix: str) -> Any:
     """Beaker's own Redis namespace manager, with this run's key prefix in front of its keys.
 
@@ -116,20 +123,16 @@ def _beaker_redis_namespace(prefix: str) -> Any:
 
 def _beaker(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
     def build(scenario: str) -> Callable[[], None]:
-        try:
+        with needs("beaker not installed"):
             from beaker.middleware import SessionMiddleware
-        except ImportError as exc:
-            raise Unavailable(f"beaker not installed: {exc}") from None
         label = f"beaker-{kind}-{scenario}"
         config: dict[str, Any] = {"session.type": _BEAKER_TYPES[kind], "session.key": "beaker"}
         if kind == "file":
             config["session.data_dir"] = str(workdir / label / "data")
             config["session.lock_dir"] = str(workdir / label / "lock")
         elif kind == "sqlite":
-            try:
+            with needs("Beaker's database store needs SQLAlchemy"):
                 import sqlalchemy  # noqa: F401
-            except ImportError:
-                raise Unavailable("Beaker's database store needs SQLAlchemy") from None
             config["session.url"] = f"sqlite:///{workdir / label}.db"
             config["session.lock_dir"] = str(workdir / label / "lock")
         elif kind == "cookie":
@@ -157,16 +160,7 @@ def _beaker(kind: str, workdir: Path) -> Callable[[str], Callable[[], None]]:
 def family(workdir: Path) -> Family:
     fam = Family("wsgi", "plain WSGI callable", _baseline)
     for kind in STORES:
-        fam.cases.append(
-            Case(
-                "wsgi",
-                "websession",
-                kind,
-                _websession(kind, workdir),
-                is_websession=True,
-                reference=sync_reference(kind),
-            )
-        )
+        fam.cases.append(websession_case("wsgi", kind, _websession(kind, workdir)))
         note = {
             "memory": "beaker memory namespace",
             "file": "beaker file namespace (file locks)",

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
+import re
+import sys
 import threading
 import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 with warnings.catch_warnings():
@@ -29,6 +35,14 @@ from websession.stores.base import Entry, Meta, Store
 from websession.wsgi import SessionMiddleware as WSGISessionMiddleware
 
 START = 1_700_000_000.0
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def meta(now: float = START, **changes: Any) -> Meta:
+    """Metadata for a direct store call: user ``u1`` from 192.0.2.1, created and seen at ``now``."""
+    fields: dict[str, Any] = {"created": now, "last_seen": now, "user_id": "u1", "ip": "192.0.2.1"}
+    fields.update(changes)
+    return Meta(**fields)
 
 
 class FakeClock:
@@ -373,3 +387,37 @@ def assert_concurrent_writers_survive(store: Any, requests: int = 50) -> None:
         assert list(pool.map(one, range(requests))) == [200] * requests
     _, _, body = call_wsgi(app, "/", cookie=f"session={token}")
     assert json.loads(body) == {"base": "kept", **{f"k{i}": i for i in range(requests)}}
+
+
+# -- the example apps in examples/ -------------------------------------------------------
+
+
+def load_example(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import examples/<name>.py afresh, run from tmp_path with its sessions in a database there.
+
+    The module is in ``sys.modules`` while the test runs, as an import would put it
+    (Pyramid's Configurator looks its caller up there).
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def count_of(page: str) -> int:
+    """The visit count an example app's page shows."""
+    match = re.search(r"seen this page (\d+) times", page)
+    assert match is not None, page
+    return int(match.group(1))
+
+
+def csrf_of(page: str, field: str = "csrf") -> str:
+    """The CSRF token in an example app's form (its hidden input named ``field``)."""
+    match = re.search(rf'name="{field}" value="([^"]+)"', page)
+    assert match is not None, page
+    return match.group(1)

@@ -8,8 +8,6 @@ which the SlowAsyncStore counts and a real Redis server confirms.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,12 +19,12 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from helpers import SlowAsyncStore, cookie_value
+from services import REDIS_URL, redis_scope, run_prefix
 from websession import SessionConfig, SessionConfigError, SessionStateError
 from websession.asgi import SessionMiddleware
 from websession.stores import MemoryStore
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -173,30 +171,15 @@ def test_autoload_is_a_validated_config_field() -> None:
 
 @pytest.fixture
 async def redis_store() -> AsyncIterator[Any]:
-    redis = pytest.importorskip("redis")
-    from redis.asyncio import Redis
+    prefix = run_prefix("autoload")
+    with redis_scope(prefix):  # skips (fails under CI) without a server; removes our keys
+        from websession.stores import AsyncRedisStore
 
-    from websession.stores import AsyncRedisStore
-
-    probe = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await probe.ping()
-    except redis.RedisError as exc:
-        await probe.aclose()
-        message = f"no Redis server at WEBSESSION_REDIS_URL={REDIS_URL!r}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    prefix = f"websession-test:{uuid.uuid4().hex}:"
-    store = AsyncRedisStore(REDIS_URL, prefix=prefix)
-    try:
-        yield store
-    finally:
-        await store.aclose()
-        keys = [key async for key in probe.scan_iter(match=prefix + "*")]
-        if keys:
-            await probe.delete(*keys)
-        await probe.aclose()
+        store = AsyncRedisStore(REDIS_URL, prefix=prefix)
+        try:
+            yield store
+        finally:
+            await store.aclose()
 
 
 async def test_real_redis_untouched_request_sends_no_command(redis_store: Any) -> None:

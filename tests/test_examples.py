@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import examples/<name>.py afresh, with its sessions in a database under tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match is not None, page
-    return match.group(1)
-
-
-def _count(page: str) -> int:
-    match = re.search(r"seen this page (\d+) times", page)
-    assert match is not None, page
-    return int(match.group(1))
+from helpers import count_of, csrf_of, load_example
 
 
 @pytest.fixture
 def wsgi_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> httpx.WSGITransport:
-    return httpx.WSGITransport(app=_load("wsgi_app", tmp_path, monkeypatch).app)
+    return httpx.WSGITransport(app=load_example("wsgi_app", tmp_path, monkeypatch).app)
 
 
 def _browser(transport: httpx.WSGITransport, **cookies: str) -> httpx.Client:
@@ -54,11 +27,11 @@ def test_wsgi_counter_increments_with_the_cookie(
     first = client.get("/")
     assert first.status_code == 200
     assert "HttpOnly" in first.headers["set-cookie"]
-    assert [_count(client.get("/").text) for _ in range(3)] == [2, 3, 4]
+    assert [count_of(client.get("/").text) for _ in range(3)] == [2, 3, 4]
     assert (tmp_path / "sessions.db").exists()
 
     stranger = _browser(wsgi_transport)
-    assert _count(stranger.get("/").text) == 1
+    assert count_of(stranger.get("/").text) == 1
 
 
 def test_wsgi_login_logout_round_trip(wsgi_transport: httpx.WSGITransport) -> None:
@@ -69,31 +42,31 @@ def test_wsgi_login_logout_round_trip(wsgi_transport: httpx.WSGITransport) -> No
     rejected = client.post("/login", data={"user": "alice", "csrf": "forged"})
     assert rejected.status_code == 403
 
-    response = client.post("/login", data={"user": "alice", "csrf": _csrf(page)})
+    response = client.post("/login", data={"user": "alice", "csrf": csrf_of(page)})
     assert response.status_code == 303
     assert client.cookies["session"] != anonymous_id  # the id rotated on login
     page = client.get("/").text
     assert "Welcome, alice." in page
     assert "Logged in as alice." in page
-    assert _count(page) == 2  # the data survived the login
+    assert count_of(page) == 2  # the data survived the login
 
-    response = client.post("/logout", data={"csrf": _csrf(page)})
+    response = client.post("/logout", data={"csrf": csrf_of(page)})
     assert response.status_code == 303
     page = client.get("/").text
     assert "You are logged out." in page
     assert "Log in" in page
-    assert _count(page) == 1  # logout dropped the old session's data
+    assert count_of(page) == 1  # logout dropped the old session's data
 
     # The pre-login id is useless now: it was deleted at login.
     old = _browser(wsgi_transport, session=anonymous_id)
-    assert _count(old.get("/").text) == 1
+    assert count_of(old.get("/").text) == 1
 
 
 @pytest.mark.anyio
 async def test_asgi_counter_and_login_logout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _load("asgi_app", tmp_path, monkeypatch).app
+    app = load_example("asgi_app", tmp_path, monkeypatch).app
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         counts = [(await client.get("/")).json()["count"] for _ in range(3)]

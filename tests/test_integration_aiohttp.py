@@ -11,22 +11,19 @@ skipped, except under CI (``CI=true``), where that is a failure.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import os
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from helpers import SlowAsyncStore, cookie_attributes
+from helpers import SlowAsyncStore, cookie_attributes, count_of, csrf_of, load_example
+from services import REDIS_URL, adelete_keys, redis_client, run_prefix
 from websession import SessionConfigError, SessionStateError, StoreUnavailable
 from websession.ids import hash_id
 from websession.integrations.aiohttp import get_session, setup
@@ -35,35 +32,13 @@ from websession.stores.base import Entry, Meta
 
 pytestmark = pytest.mark.anyio
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_PREFIX = f"websession-test:aiohttp:{uuid.uuid4().hex}:"
+RUN_PREFIX = run_prefix("aiohttp")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # aiohttp runs on asyncio only
-
-
-def redis_or_skip() -> None:
-    """Skip (or fail under CI) when there is no Redis server to write to."""
-    try:
-        import redis
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("redis-py is not installed (pip install 'websession[redis]')")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"no Redis server for the aiohttp tests ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    finally:
-        client.close()
 
 
 @asynccontextmanager
@@ -78,7 +53,7 @@ async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[Any]:
         finally:
             store.close()
     else:
-        redis_or_skip()
+        redis_client().close()  # skips (fails under CI) without a server
         from websession.stores.redis import AsyncRedisStore
 
         prefix = f"{RUN_PREFIX}{uuid.uuid4().hex[:12]}:"
@@ -86,9 +61,7 @@ async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[Any]:
         try:
             yield redis_store
         finally:
-            keys = [k async for k in redis_store.client.scan_iter(match=prefix + "*")]
-            if keys:
-                await redis_store.client.delete(*keys)
+            await adelete_keys(redis_store.client, prefix)
             await redis_store.aclose()
 
 
@@ -436,33 +409,8 @@ async def test_fail_open_serves_an_unsaved_session() -> None:
 # -- the example app ---------------------------------------------------------------------
 
 
-def load_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
-    spec = importlib.util.spec_from_file_location(
-        "example_aiohttp_app", EXAMPLES / "aiohttp_app.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def count_of(page: str) -> int:
-    match = re.search(r"seen this page (\d+) times", page)
-    assert match is not None, page
-    return int(match.group(1))
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match is not None, page
-    return match.group(1)
-
-
 async def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    example = load_example(tmp_path, monkeypatch)
+    example = load_example("aiohttp_app", tmp_path, monkeypatch)
     async with TestClient(TestServer(example.app)) as client:
         counts = [count_of(await (await client.get("/")).text()) for _ in range(3)]
         assert counts == [1, 2, 3]

@@ -43,18 +43,16 @@ from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.test import AsyncClient, Client, SimpleTestCase, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from services import CI, REDIS_URL, delete_keys, redis_client, run_prefix  # noqa: E402
 from websession.errors import PayloadTooLarge, SessionConfigError  # noqa: E402
 from websession.ids import hash_id, is_valid_id  # noqa: E402
 from websession.integrations import django as engine  # noqa: E402
 from websession.integrations.django import SessionStore  # noqa: E402
 from websession.stores import MemoryStore, SQLiteStore  # noqa: E402
 from websession.stores.base import Meta  # noqa: E402
-from websession.urls import mask_url  # noqa: E402
 
-CI = os.environ.get("CI") == "true"
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Every Redis key of this run starts with it; exactly these keys are deleted afterwards.
-RUN_PREFIX = f"websession-test:{uuid.uuid4().hex}:"
+RUN_PREFIX = run_prefix("django")
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_app.py"
 
 
@@ -139,32 +137,6 @@ def make_user() -> User:
 
 def cookie(client: Client) -> str:
     return client.cookies["sessionid"].value
-
-
-def redis_client() -> Any:
-    """A client to the test Redis; skips (or fails under CI) when there is none."""
-    try:
-        import redis
-    except ImportError:
-        if CI:
-            raise
-        pytest.skip("redis-py is not installed (pip install 'websession[redis]')")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        message = f"no Redis server at WEBSESSION_REDIS_URL={mask_url(REDIS_URL)!r} ({exc})"
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
-
-
-def delete_run_keys(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
 
 
 # -- Django's own backend tests --------------------------------------------------------------
@@ -276,7 +248,7 @@ def _redis_store(cls: type) -> Any:
     prefix = f"{RUN_PREFIX}mixin:"
     store = RedisStore(REDIS_URL, prefix=prefix)
     cls.addClassCleanup(client.close)  # type: ignore[attr-defined]
-    cls.addClassCleanup(delete_run_keys, client, prefix)  # type: ignore[attr-defined]
+    cls.addClassCleanup(delete_keys, client, prefix)  # type: ignore[attr-defined]
     cls.addClassCleanup(store.close)  # type: ignore[attr-defined]
     return store
 
@@ -693,7 +665,7 @@ def test_app_on_redis() -> None:
             client.logout()
             assert redis_store.load(hash_id(token)) is None
     finally:
-        delete_run_keys(client_redis, prefix)
+        delete_keys(client_redis, prefix)
         redis_store.close()
         client_redis.close()
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import pytest
@@ -16,6 +14,7 @@ fastapi = pytest.importorskip("fastapi")
 from fastapi import Depends, FastAPI, Request, WebSocket  # noqa: E402
 from starlette.exceptions import StarletteDeprecationWarning  # noqa: E402
 
+from helpers import load_example  # noqa: E402
 from websession import Session  # noqa: E402
 from websession.integrations.fastapi import SessionDep, get_session  # noqa: E402
 from websession.integrations.starlette import SessionMiddleware  # noqa: E402
@@ -26,7 +25,6 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 SECRET = "fastapi-test-secret-0123456789ab"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def build(store: Any = None) -> FastAPI:
@@ -120,18 +118,8 @@ def test_without_the_middleware_the_dependency_fails_loudly() -> None:
         client.get("/")
 
 
-def _example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'example.db'}")
-    spec = importlib.util.spec_from_file_location("fastapi_example", EXAMPLES / "fastapi_app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with TestClient(_example(tmp_path, monkeypatch).app) as client:
+    with TestClient(load_example("fastapi_app", tmp_path, monkeypatch).app) as client:
         assert client.get("/").json()["visits"] == 1
         page = client.get("/").json()
         assert page["visits"] == 2
@@ -147,4 +135,4 @@ def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert client.post("/logout", data={"csrf": csrf}).json() == {"user": None}
         page = client.get("/").json()
         assert (page["visits"], page["user"]) == (1, None)
-    assert (tmp_path / "example.db").exists()
+    assert (tmp_path / "sessions.db").exists()

@@ -11,9 +11,6 @@ says so.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,7 +25,15 @@ from flask.globals import request_ctx
 from flask.testing import FlaskClient
 from markupsafe import Markup
 
-from helpers import FakeClock, SlowAsyncStore, cookie_attributes
+from helpers import (
+    FakeClock,
+    SlowAsyncStore,
+    cookie_attributes,
+    count_of,
+    csrf_of,
+    load_example,
+)
+from services import REDIS_URL, redis_scope, requires, run_prefix
 from websession import SessionConfig
 from websession.errors import SessionConfigError, SessionStateError, StoreUnavailable
 from websession.identity import TooManySessions, UserIndexMissing
@@ -39,9 +44,7 @@ from websession.stores import MemoryStore, SQLiteStore
 from websession.stores.base import Entry, Meta
 
 SECRET = "flask-test-secret-key-that-is-long-enough"
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_PREFIX = f"websession-test-flask:{uuid.uuid4().hex}:"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+RUN_PREFIX = run_prefix("flask")
 
 
 def make_app(interface: SessionInterface, **config: Any) -> flask.Flask:
@@ -68,25 +71,8 @@ def session_cookie(client: FlaskClient, name: str = "session") -> str | None:
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A Redis server the tests may write to; every key starts with this run's prefix."""
-    try:
-        import redis
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("redis-py is not installed")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Redis server at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis server at {REDIS_URL}: {exc}")
-    yield REDIS_URL
-    keys = list(client.scan_iter(match=RUN_PREFIX + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with redis_scope(RUN_PREFIX):
+        yield REDIS_URL
 
 
 BACKENDS = ["cookie", "memory", "sqlite", "redis"]
@@ -1047,52 +1033,31 @@ def test_the_cutoff_follows_the_clock() -> None:
 # -- the example app ---------------------------------------------------------------------------
 
 
-def _load_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
-    spec = importlib.util.spec_from_file_location("example_flask_app", EXAMPLES / "flask_app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_example_app_counter_login_remember_logout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    example = _load_example(tmp_path, monkeypatch)
+    example = load_example("flask_app", tmp_path, monkeypatch)
     example.app.config["TESTING"] = True
     client = example.app.test_client()
 
-    def count(page: str) -> int:
-        match = re.search(r"seen this page (\d+) times", page)
-        assert match is not None, page
-        return int(match.group(1))
-
-    def csrf(page: str) -> str:
-        match = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert match is not None, page
-        return match.group(1)
-
     page = client.get("/").text
-    assert [count(client.get("/").text) for _ in range(2)] == [2, 3]
+    assert [count_of(client.get("/").text) for _ in range(2)] == [2, 3]
     anonymous = session_cookie(client)
     assert client.post("/login", data={"user": "ann", "csrf": "forged"}).status_code == 403
 
-    response = client.post("/login", data={"user": "ann", "csrf": csrf(page), "remember": "on"})
+    response = client.post("/login", data={"user": "ann", "csrf": csrf_of(page), "remember": "on"})
     assert response.status_code == 303
     assert "max-age" in cookie_attributes(set_cookie_header(response))
     assert session_cookie(client) != anonymous
     page = client.get("/").text
     assert "Welcome, ann." in page
     assert "Logged in as ann." in page
-    assert count(page) == 4
+    assert count_of(page) == 4
 
-    assert client.post("/logout", data={"csrf": csrf(page)}).status_code == 303
+    assert client.post("/logout", data={"csrf": csrf_of(page)}).status_code == 303
     page = client.get("/").text
     assert "You are logged out." in page
-    assert count(page) == 1
+    assert count_of(page) == 1
     assert (tmp_path / "sessions.db").exists()
 
 
@@ -1101,12 +1066,8 @@ def test_example_app_counter_login_remember_logout(
 
 @pytest.fixture
 def flask_login() -> ModuleType:
-    try:
+    with requires("flask-login"):
         import flask_login
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("flask-login is not installed")
     return flask_login
 
 

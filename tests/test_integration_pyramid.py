@@ -7,9 +7,6 @@ through a real wsgiref server on a loopback port.
 from __future__ import annotations
 
 import configparser
-import importlib.util
-import re
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +23,7 @@ from pyramid.response import Response
 from webtest import TestApp
 from zope.interface.verify import verifyObject
 
-from helpers import cookie_attributes
+from helpers import cookie_attributes, count_of, csrf_of, load_example
 from websession import SessionConfigError, StoreUnavailable
 from websession.ids import hash_id
 from websession.integrations.pyramid import (
@@ -37,7 +34,6 @@ from websession.integrations.pyramid import (
 from websession.stores import MemoryStore, SQLiteStore
 from websession.stores.base import Entry, Meta
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 View = Callable[[Any], Any]
 
 
@@ -78,36 +74,9 @@ def store() -> MemoryStore:
 # -- the example app ---------------------------------------------------------------
 
 
-def load_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
-    spec = importlib.util.spec_from_file_location(
-        "example_pyramid_app", EXAMPLES / "pyramid_app.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # As an import would: Pyramid's Configurator looks its caller up in sys.modules.
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def count_of(page: str) -> int:
-    match = re.search(r"seen this page (\d+) times", page)
-    assert match is not None, page
-    return int(match.group(1))
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match is not None, page
-    return match.group(1)
-
-
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    return load_example(tmp_path, monkeypatch)
+    return load_example("pyramid_app", tmp_path, monkeypatch)
 
 
 def test_example_counter_persists_in_sqlite(example: ModuleType, tmp_path: Path) -> None:
@@ -129,7 +98,9 @@ def test_example_login_and_logout_with_flash_queues(example: ModuleType) -> None
     anonymous = browser.cookies["session"]
 
     browser.post("/login", {"user": "alice", "csrf_token": "forged"}, status=400)
-    response = browser.post("/login", {"user": "alice", "csrf_token": csrf_of(page)}, status=303)
+    response = browser.post(
+        "/login", {"user": "alice", "csrf_token": csrf_of(page, "csrf_token")}, status=303
+    )
     assert browser.cookies["session"] != anonymous  # rotated on login
     page = response.follow().text
     assert "<em>Welcome, alice.</em>" in page
@@ -138,7 +109,7 @@ def test_example_login_and_logout_with_flash_queues(example: ModuleType) -> None
     assert "Welcome" not in browser.get("/").text  # a flash is shown once
 
     page = browser.get("/").text
-    browser.post("/logout", {"csrf_token": csrf_of(page)}, status=303)
+    browser.post("/logout", {"csrf_token": csrf_of(page, "csrf_token")}, status=303)
     page = browser.get("/").text
     assert "<strong>You are logged out.</strong>" in page  # the "warn" queue
     assert count_of(page) == 1
@@ -172,7 +143,9 @@ def test_example_runs_under_a_real_wsgi_server(example: ModuleType) -> None:
     with serve(example.app) as base_url, httpx.Client(base_url=base_url) as client:
         assert [count_of(client.get("/").text) for _ in range(3)] == [1, 2, 3]
         page = client.get("/").text
-        response = client.post("/login", data={"user": "bob", "csrf_token": csrf_of(page)})
+        response = client.post(
+            "/login", data={"user": "bob", "csrf_token": csrf_of(page, "csrf_token")}
+        )
         assert response.status_code == 303
         assert "Logged in as bob." in client.get("/").text
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import pickle
 import re
 import socket
@@ -37,16 +36,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from helpers import TestClient
+from helpers import EXAMPLES, TestClient, load_example
+from services import REDIS_URL, redis_scope, run_prefix
 from websession import SessionConfigError, SessionError, SessionStateError, StoreUnavailable
 from websession.integrations.starlette import Session, SessionMiddleware, get_session
 from websession.stores import MemoryStore, SQLiteStore
 from websession.stores.base import Entry, Meta
 
 SECRET = "starlette-test-secret-0123456789"
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_PREFIX = f"websession-test:{uuid.uuid4().hex}:"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+RUN_PREFIX = run_prefix("starlette")
 
 # -- endpoints (the same shapes as Starlette's tests) ----------------------------------------------
 
@@ -108,25 +106,9 @@ def portal() -> Iterator[anyio.from_thread.BlockingPortal]:
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[Any]:
-    try:
-        import redis
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("redis-py is not installed")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Redis server at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis server at {REDIS_URL}: {exc}")
-    yield client
-    keys = list(client.scan_iter(match=RUN_PREFIX + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    """A Redis server the tests may write to; every key starts with this run's prefix."""
+    with redis_scope(RUN_PREFIX) as client:
+        yield client
 
 
 @pytest.fixture(params=["cookie", "memory", "sqlite", "redis"])
@@ -898,16 +880,7 @@ def test_real_uvicorn_server(uvicorn_url: str) -> None:
 
 
 def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'example.db'}")
-    spec = importlib.util.spec_from_file_location(
-        "starlette_example", EXAMPLES / "starlette_app.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("starlette_app", tmp_path, monkeypatch)
     with TestClient(module.app) as client:
         assert client.get("/").json()["visits"] == 1
         assert client.get("/").json()["visits"] == 2
@@ -920,7 +893,7 @@ def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert page["visits"] == 4
         assert client.post("/logout", data={"csrf": page["csrf"]}).json() == {"user": None}
         assert client.get("/").json()["visits"] == 1
-    assert (tmp_path / "example.db").exists()
+    assert (tmp_path / "sessions.db").exists()
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import threading
 import time
 import uuid
@@ -22,34 +21,21 @@ from typing import Any
 
 import pytest
 
-from helpers import (
-    assert_concurrent_writers_survive,
-)
+from helpers import assert_concurrent_writers_survive, meta
+from services import POSTGRES_ENV, POSTGRES_URL, REDIS_ENV, REDIS_URL, requires, unreachable
 from websession.errors import Conflict, Gone, SessionConfigError, StoreUnavailable
-from websession.stores.base import AsyncUserIndex, Entry, Meta, UserIndex
+from websession.stores.base import AsyncUserIndex, Entry, UserIndex
 from websession.stores.memory import AsyncMemoryStore, MemoryStore
 from websession.testing import AsyncStoreContract, FakeClock, StoreContract, make_key
-from websession.urls import mask_url
 
-try:
+with requires("SQLAlchemy or redis-py", "sql,redis"):
     import redis
     import sqlalchemy as sa
 
     from websession.stores.layered import AsyncLayeredStore, LayeredStore
     from websession.stores.redis import AsyncRedisStore, RedisStore
     from websession.stores.sql import AsyncSQLStore, SQLStore
-except ImportError:
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "SQLAlchemy or redis-py is not installed (pip install 'websession[sql,redis]')",
-        allow_module_level=True,
-    )
 
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get(
-    "WEBSESSION_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 RUN_ID = uuid.uuid4().hex[:8]
 #: Every Redis key of this run starts with it; exactly these keys are deleted at the end.
 RUN_PREFIX = f"websession-test:layered:{RUN_ID}:"
@@ -66,22 +52,6 @@ def fresh_prefix() -> str:
     return f"{RUN_PREFIX}{next(_numbers)}:"
 
 
-def meta(now: float = 1_700_000_000.0, **changes: Any) -> Meta:
-    fields: dict[str, Any] = {"created": now, "last_seen": now, "user_id": "u1", "ip": "192.0.2.1"}
-    fields.update(changes)
-    return Meta(**fields)
-
-
-def _unreachable(what: str, env: str, url: str, exc: BaseException) -> None:
-    message = (
-        f"no {what} at {env}={mask_url(url)!r} ({str(exc).splitlines()[0]}); start one or "
-        f"point {env} at a server the tests may write to"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 class Servers:
     """Redis and PostgreSQL for one test: stores on fresh prefixes and tables, removed after."""
 
@@ -95,12 +65,12 @@ class Servers:
         try:
             self.redis.ping()
         except redis.RedisError as exc:
-            _unreachable("Redis server", "WEBSESSION_REDIS_URL", REDIS_URL, exc)
+            unreachable("Redis server", REDIS_ENV, REDIS_URL, exc)
         try:
             with self.admin.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except sa.exc.SQLAlchemyError as exc:
-            _unreachable("PostgreSQL server", "WEBSESSION_POSTGRES_URL", POSTGRES_URL, exc)
+            unreachable("PostgreSQL server", POSTGRES_ENV, POSTGRES_URL, exc)
 
     def prefix(self) -> str:
         prefix = fresh_prefix()

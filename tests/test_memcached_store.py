@@ -30,9 +30,11 @@ from helpers import (
     assert_concurrent_writers_survive,
     call_wsgi,
     cookie_value,
+    meta,
     set_cookies,
     wsgi_app,
 )
+from services import requires
 from websession.errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
 from websession.ids import hash_id
 from websession.session import Session
@@ -43,19 +45,12 @@ from websession.wsgi import SessionMiddleware as WSGIMiddleware
 if TYPE_CHECKING:
     from redis_servers import Memcached
 
-try:
+with requires("pymemcache", "memcached"):
     from pymemcache.client.base import Client, PooledClient
     from pymemcache.client.hash import HashClient
 
     from websession.stores import memcached as memcached_module
     from websession.stores.memcached import AsyncMemcachedStore, MemcachedStore, exptime
-except ImportError:
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "pymemcache is not installed (pip install 'websession[memcached]')",
-        allow_module_level=True,
-    )
 
 pytest_plugins = ["redis_servers"]
 
@@ -65,12 +60,6 @@ DAY = 24 * 3600
 
 def fresh_prefix() -> str:
     return f"ws-test:{uuid.uuid4().hex[:12]}:"
-
-
-def meta(now: float = 1_700_000_000.0, **changes: Any) -> Meta:
-    fields: dict[str, Any] = {"created": now, "last_seen": now, "user_id": "u1", "ip": "192.0.2.1"}
-    fields.update(changes)
-    return Meta(**fields)
 
 
 def raw_client(server: Memcached) -> Client:

@@ -11,9 +11,7 @@ fresh websession cookie, and the old cookie is worthless afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import django_settings
+from services import REDIS_URL, redis_scope, run_prefix
 from websession.cli_migrate import LegacyRecord, Skipped, django_unsign, migrate, write_records
 from websession.codecs import decode_payload
 from websession.ids import hash_id, is_valid_id, legacy_key
@@ -41,7 +40,6 @@ from django.urls import path  # noqa: E402
 
 SECRET = django_settings.SECRET_KEY
 CUTOFF = datetime.now(UTC) + timedelta(days=30)
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def run(*args: str) -> Any:
@@ -373,22 +371,10 @@ def test_flask_session_sqlalchemy_sessions_migrate(tmp_path: Path) -> None:
 
 @pytest.fixture
 def redis_client() -> Iterator[Any]:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Redis server at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis server at {REDIS_URL}: {exc}")
-    prefix = f"websession-test:{uuid.uuid4().hex}:"
-    client.test_prefix = prefix
-    yield client
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    prefix = run_prefix("migrate")
+    with redis_scope(prefix) as client:
+        client.test_prefix = prefix
+        yield client
 
 
 def test_flask_session_redis_sessions_migrate(redis_client: Any, tmp_path: Path) -> None:

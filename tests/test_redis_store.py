@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import json
 import math
-import os
 import socket
 import struct
 import time
@@ -35,9 +34,11 @@ from helpers import (
     assert_concurrent_writers_survive,
     call_wsgi,
     cookie_value,
+    meta,
     set_cookies,
     wsgi_app,
 )
+from services import REDIS_URL, redis_scope, requires, run_prefix
 from websession.asgi import SessionMiddleware as ASGIMiddleware
 from websession.errors import Conflict, Gone, SessionConfigError, StoreUnavailable
 from websession.ids import hash_id
@@ -50,7 +51,7 @@ from websession.wsgi import SessionMiddleware as WSGIMiddleware
 if TYPE_CHECKING:
     from redis_servers import KillableRedis, RedisCluster, RedisSentinel
 
-try:
+with requires("redis-py", "redis"):
     import redis
     import redis.asyncio
     import redis.asyncio.cluster
@@ -62,18 +63,11 @@ try:
 
     from websession.stores import redis as redis_module
     from websession.stores.redis import AsyncRedisStore, RedisStore
-except ImportError:
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "redis-py is not installed (pip install 'websession[redis]')", allow_module_level=True
-    )
 
 pytest_plugins = ["redis_servers"]
 
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Every key of this run starts with it; the module deletes exactly these keys at the end.
-RUN_PREFIX = f"websession-test:{uuid.uuid4().hex}:"
+RUN_PREFIX = run_prefix("redis")
 SHORT = 0.2  # a TTL that real time outlives in a test
 PAST_SHORT = 0.3  # sleep this long to be past SHORT
 TTL = 600.0
@@ -84,17 +78,6 @@ def fresh_prefix() -> str:
     return f"{RUN_PREFIX}{uuid.uuid4().hex[:12]}:"
 
 
-def meta(now: float = 1_700_000_000.0, **changes: Any) -> Meta:
-    fields: dict[str, Any] = {
-        "created": now,
-        "last_seen": now,
-        "user_id": "u1",
-        "ip": "203.0.113.9",
-    }
-    fields.update(changes)
-    return Meta(**fields)
-
-
 def run_keys(client: redis.Redis, prefix: str = RUN_PREFIX) -> list[bytes]:
     return sorted(client.scan_iter(match=prefix + "*", count=1000))
 
@@ -102,28 +85,8 @@ def run_keys(client: redis.Redis, prefix: str = RUN_PREFIX) -> list[bytes]:
 @pytest.fixture(scope="module", autouse=True)
 def server() -> Iterator[redis.Redis]:
     """A plain client to the test server; skips (or fails under CI) when there is none."""
-    client = redis.Redis.from_url(
-        REDIS_URL,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
-    )
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        message = (
-            f"no Redis server at WEBSESSION_REDIS_URL={mask_url(REDIS_URL)!r} ({exc}); "
-            "start one or point WEBSESSION_REDIS_URL at a server the tests may write to"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    yield client
-    keys = run_keys(client)
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
-    client.close()
+    with redis_scope(RUN_PREFIX, retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0)) as client:
+        yield client
 
 
 class CountingRedis(redis.Redis):
@@ -487,13 +450,16 @@ def test_each_operation_is_one_round_trip() -> None:
 
 
 def index_round_trips(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Records the command names of every extra (pipelined) round trip the store makes."""
+    """Records the command names of every pipelined round trip the store makes.
+
+    Those are the index updates beyond the save script, and the reads of ``sessions_for``.
+    """
     trips: list[list[str]] = []
     pipelined = store._pipelined
 
-    def recording(commands: Any) -> list[Any]:
+    def recording(commands: Any, *args: Any) -> list[Any]:
         trips.append([str(command[0]) for command in commands])
-        return pipelined(commands)
+        return pipelined(commands, *args)
 
     monkeypatch.setattr(store, "_pipelined", recording)
     return trips
@@ -515,9 +481,10 @@ def test_the_index_rides_in_the_save_script_on_a_single_server(
     assert client.commands == ["EVALSHA"] * 4
     assert trips == []
     assert [k for k, _ in store.sessions_for("u1")] == [signed_in]
+    assert trips == [["GET"]]  # the listing's own read
     # Only a change of user on the same key costs a round trip: out of the old index.
     store.save(signed_in, b"3", expected_version=v, ttl=TTL, meta=meta(user_id="u2"))
-    assert trips == [["SREM"]]
+    assert trips == [["GET"], ["SREM"]]
     assert store.sessions_for("u1") == []
     assert [k for k, _ in store.sessions_for("u2")] == [signed_in]
 
@@ -536,8 +503,9 @@ def test_the_index_costs_a_round_trip_on_cluster_only_when_the_user_changes(
     v = store.save(signed_in, b"2", expected_version=v, ttl=TTL, meta=meta(user_id="u1"))
     assert trips == [["SADD"]]
     assert [k for k, _ in store.sessions_for("u1")] == [signed_in]
+    assert trips == [["SADD"], ["GET"]]  # the listing's own read
     store.save(signed_in, b"3", expected_version=v, ttl=TTL, meta=meta(user_id="u2"))
-    assert trips == [["SADD"], ["SREM", "SADD"]]
+    assert trips == [["SADD"], ["GET"], ["SREM", "SADD"]]
     assert store.sessions_for("u1") == []
     assert [k for k, _ in store.sessions_for("u2")] == [signed_in]
     assert store.revoke_user("u2") == 1
@@ -556,7 +524,7 @@ def test_a_users_lookup_reads_only_that_users_sessions(monkeypatch: pytest.Monke
     read: list[bytes] = []
     read_batch = store._read_batch
 
-    def recording(names: list[bytes], user_id: str | None) -> list[tuple[str, Entry]]:
+    def recording(names: list[bytes], user_id: str | None) -> Any:
         read.extend(names)
         return read_batch(names, user_id)
 

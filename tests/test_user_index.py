@@ -10,8 +10,6 @@ own, skipped without a server except under CI) and the private Redis Cluster of 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,39 +17,22 @@ from typing import Any
 import httpx
 import pytest
 
+from services import REDIS_URL, delete_keys, redis_client, requires, run_prefix
 from websession.ids import handle_of, hash_id
 from websession.stores import FileStore, MemoryStore, SQLiteStore
 from websession.stores.base import UserIndex
-from websession.urls import mask_url
 from websession.wsgi import SessionMiddleware, get_session
 
 pytest_plugins = ["redis_servers"]
 
-REDIS_URL = os.environ.get("WEBSESSION_REDIS_URL", "redis://127.0.0.1:6379/0")
-
 
 def redis_store(url: str) -> Iterator[Any]:
     """A RedisStore under a prefix of its own; deletes exactly its keys afterwards."""
-    try:
-        import redis
-
+    with requires("redis-py", "redis"):
         from websession.stores.redis import RedisStore
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("redis-py is not installed (pip install 'websession[redis]')")
-    store = RedisStore(url, prefix=f"websession-test:{uuid.uuid4().hex}:")
-    try:
-        store.client.ping()
-    except redis.RedisError as exc:
-        store.close()
-        message = f"no Redis server at {mask_url(url)!r} ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    store = RedisStore(url, prefix=run_prefix("user-index"))
     yield store
-    for name in list(store.client.scan_iter(match=store.prefix + "*", count=1000)):
-        store.client.delete(name)
+    delete_keys(store.client, store.prefix)
     store.close()
 
 
@@ -67,6 +48,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         yield sqlite
         sqlite.close()
     elif kind == "redis":
+        redis_client().close()  # skips (fails under CI) without redis-py or a server
         yield from redis_store(REDIS_URL)
     else:
         yield from redis_store(request.getfixturevalue("redis_cluster").url)

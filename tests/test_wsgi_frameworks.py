@@ -7,13 +7,9 @@ example from a real wsgiref server on a loopback port.
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -21,41 +17,15 @@ import falcon
 import httpx
 import pytest
 
+from helpers import count_of, csrf_of, load_example
 from websession.ids import hash_id
 from websession.stores import MemoryStore, SQLiteStore
 from websession.wsgi import SessionMiddleware, get_session
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import examples/<name>.py afresh, with its sessions in a database under tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WEBSESSION_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # as an import would
-    spec.loader.exec_module(module)
-    return module
 
 
 def browser(app: Any) -> httpx.Client:
     """A cookie-keeping client for a WSGI app (one per visitor)."""
     return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver")
-
-
-def count_of(page: str) -> int:
-    match = re.search(r"seen this page (\d+) times", page)
-    assert match is not None, page
-    return int(match.group(1))
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match is not None, page
-    return match.group(1)
 
 
 # -- web.py ------------------------------------------------------------------------------

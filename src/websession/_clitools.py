@@ -1,4 +1,5 @@
-"""What the ``websession`` subcommands share: the one-line user error and opening a store.
+"""What the ``websession`` subcommands share: the one-line user error, the ``--store`` option
+and opening a store.
 
 Imported only by the command modules, which already need click.
 """
@@ -8,16 +9,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .cli import ENV_STORE
 from .errors import SessionError, StoreError
 from .urls import mask_url, store_from_url
 
-__all__ = ["EXIT_USAGE", "UserError", "fail", "opened_store"]
+__all__ = ["EXIT_USAGE", "UserError", "fail", "opened_store", "required_store_option"]
 
 EXIT_USAGE = 2
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 class UserError(click.ClickException):
@@ -28,6 +32,19 @@ class UserError(click.ClickException):
 
 def fail(message: str) -> NoReturn:
     raise UserError(message)
+
+
+def required_store_option(help: str) -> Callable[[_Command], _Command]:
+    """``--store URL`` (or ``$WEBSESSION_STORE``), required: the store a command works on."""
+    return click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        envvar=ENV_STORE,
+        required=True,
+        show_envvar=True,
+        help=help,
+    )
 
 
 @contextmanager

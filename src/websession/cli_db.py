@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._clitools import fail
-from .cli import ENV_STORE
+from ._clitools import fail, required_store_option
 from .errors import SessionError, StoreError
 from .urls import mask_url
 
@@ -58,14 +57,8 @@ def _version_note(change: SchemaChange) -> str:
     return f"schema version {change.after}"
 
 
-_store_option = click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    envvar=ENV_STORE,
-    required=True,
-    show_envvar=True,
-    help="The SQL store, e.g. postgresql+psycopg://user@host/db (?table=NAME for another table).",
+_store_option = required_store_option(
+    "The SQL store, e.g. postgresql+psycopg://user@host/db (?table=NAME for another table)."
 )
 
 

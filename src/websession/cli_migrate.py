@@ -38,8 +38,7 @@ from typing import Any
 import click
 import msgspec
 
-from ._clitools import fail, opened_store
-from .cli import ENV_STORE
+from ._clitools import fail, opened_store, required_store_option
 from .codecs import Payload, encode_payload
 from .errors import Conflict, UnserializableValue
 from .ids import legacy_key
@@ -501,15 +500,7 @@ def _run(
     return counts
 
 
-_store_option = click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    envvar=ENV_STORE,
-    required=True,
-    show_envvar=True,
-    help="The websession store to write into (the one the app uses).",
-)
+_store_option = required_store_option("The websession store to write into (the one the app uses).")
 _cutoff_option = click.option(
     "--cutoff",
     type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),

@@ -128,21 +128,25 @@ def _payload(data: dict[str, Any]) -> bytes:
 BINARY_PAYLOAD = bytes(range(256)) + b"\x00end"
 
 
-class StoreContract:
+class _Contract:
+    """What both contracts give ``make_store``: ``self.tmp_path``, the test's own directory."""
+
+    tmp_path: Path
+
+    @pytest.fixture(autouse=True)
+    def _contract_tmp_path(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+
+class StoreContract(_Contract):
     """The contract every synchronous store must meet (pytest collects the ``test_*`` methods).
 
     Subclasses implement :meth:`make_store`.
     """
 
-    tmp_path: Path
-
     def make_store(self, clock: Callable[[], float]) -> Store:
         """Return a fresh, empty, isolated store that reads the time from ``clock``."""
         raise NotImplementedError("subclasses of StoreContract define make_store(self, clock)")
-
-    @pytest.fixture(autouse=True)
-    def _contract_tmp_path(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
 
     @pytest.fixture
     def clock(self) -> FakeClock:
@@ -642,7 +646,7 @@ def _timed(call: Callable[[], object]) -> float:
 AsyncTest = Callable[[AsyncStore, FakeClock], Awaitable[None]]
 
 
-class AsyncStoreContract:
+class AsyncStoreContract(_Contract):
     """The contract every async store must meet (pytest collects the ``test_*`` methods).
 
     Subclasses implement :meth:`make_store`. Each test runs in its own
@@ -650,15 +654,9 @@ class AsyncStoreContract:
     whose clients bind to a loop work too.
     """
 
-    tmp_path: Path
-
     def make_store(self, clock: Callable[[], float]) -> AsyncStore:
         """Return a fresh, empty, isolated async store that reads the time from ``clock``."""
         raise NotImplementedError("subclasses of AsyncStoreContract define make_store(self, clock)")
-
-    @pytest.fixture(autouse=True)
-    def _contract_tmp_path(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
 
     def run(self, test: AsyncTest) -> None:
         """Run ``test(store, clock)`` on a fresh store in a fresh event loop; close the store."""

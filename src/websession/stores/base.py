@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Protocol, runtime_checkable
 
-from ..errors import SessionConfigError
+from ..errors import Conflict, Gone, SessionConfigError
 
 __all__ = [
     "AsyncStore",
@@ -170,6 +170,39 @@ def default_clock() -> float:
     return time.time()
 
 
+def next_version(current: int | None, expected_version: int | None) -> int:
+    """The compare-and-swap of a store that reads the live version before it writes.
+
+    ``current`` is the live record's version (None: no live record). Returns the
+    version the save gives; raises Conflict (the key exists on a create, or someone
+    saved first) or Gone (deleted meanwhile), as :meth:`Store.save` says.
+    """
+    if expected_version is None:
+        if current is not None:
+            raise Conflict("a session with this key already exists")
+        return 1
+    if current is None:
+        raise Gone("the session was deleted meanwhile")
+    if current != expected_version:
+        raise Conflict("the session was saved by another request")
+    return expected_version + 1
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``, if any.
+
+    For a range scan of keys by prefix: SQL databases and SQLite compare TEXT
+    as UTF-8 bytes (or code points), which order alike.
+    """
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return None
+    following = last + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return prefix[:-1] + chr(following)
+
+
 class InlineAsyncStore:
     """Async form of a store whose calls are cheap and safe to run on the event loop.
 
@@ -202,3 +235,25 @@ class InlineAsyncStore:
 
     async def delete_expired(self, limit: int = 1000) -> int:
         return self.sync.delete_expired(limit)
+
+
+class _IndexedStore(Store, UserIndex, Protocol):
+    """A sync store that also keeps the per-user index."""
+
+
+class InlineAsyncUserIndex(InlineAsyncStore):
+    """:class:`InlineAsyncStore` of a store that keeps the per-user index: it calls through too."""
+
+    sync: _IndexedStore
+
+    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
+        """See the sync store's ``sessions_for``."""
+        return self.sync.sessions_for(user_id)
+
+    async def revoke(self, key: str) -> bool:
+        """See the sync store's ``revoke``."""
+        return self.sync.revoke(key)
+
+    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
+        """See the sync store's ``revoke_user``."""
+        return self.sync.revoke_user(user_id, keep=keep)

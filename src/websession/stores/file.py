@@ -31,9 +31,9 @@ from typing import Literal
 
 import msgspec
 
-from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
+from ..errors import Gone, SessionConfigError, StoreError, StoreUnavailable
 from ..ids import is_valid_key
-from .base import Clock, Entry, InlineAsyncStore, Meta, check_limit, default_clock
+from .base import Clock, Entry, InlineAsyncUserIndex, Meta, check_limit, default_clock, next_version
 
 __all__ = ["AsyncFileStore", "FileStore"]
 
@@ -320,17 +320,11 @@ class FileStore:
         if current is not None and current.expires <= now:
             self._remove(key, lock, current)
             current = None
-        if expected_version is None:
-            if current is not None:
-                raise Conflict("a session with this key already exists")
-            version = 1
-        elif current is None:
-            lock.remove()
-            raise Gone("the session was deleted meanwhile")
-        elif current.version != expected_version:
-            raise Conflict("the session was saved by another request")
-        else:
-            version = expected_version + 1
+        try:
+            version = next_version(None if current is None else current.version, expected_version)
+        except Gone:
+            lock.remove()  # no record: no lock file left behind either
+            raise
         if ttl <= 0:
             self._remove(key, lock, current)
             return version
@@ -600,7 +594,7 @@ def _fsync_directory(path: str) -> None:
         os.close(fd)
 
 
-class AsyncFileStore(InlineAsyncStore):
+class AsyncFileStore(InlineAsyncUserIndex):
     """Async form of :class:`FileStore`.
 
     Runs inline on the event loop: a local file call is cheaper than a thread hop.
@@ -619,15 +613,3 @@ class AsyncFileStore(InlineAsyncStore):
         if not isinstance(store, FileStore):
             store = FileStore(store, clock=clock, create=create, fsync=fsync)
         super().__init__(store)
-
-    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
-        """See :meth:`FileStore.sessions_for`."""
-        return self.sync.sessions_for(user_id)
-
-    async def revoke(self, key: str) -> bool:
-        """See :meth:`FileStore.revoke`."""
-        return self.sync.revoke(key)
-
-    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
-        """See :meth:`FileStore.revoke_user`."""
-        return self.sync.revoke_user(user_id, keep=keep)

@@ -50,12 +50,13 @@ from pymemcache.exceptions import (  # type: ignore[import-untyped]
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
 from ..urls import mask_url
+from ._network import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._network import HEADER_SIZE, host_port, pack, seconds, unpack
 from .base import Clock, Entry, Meta, check_limit, default_clock
 
 __all__ = ["AsyncMemcachedStore", "MemcachedStore", "UserIndexUnsupported"]
 
 DEFAULT_PORT = 11211
-DEFAULT_TIMEOUT = 2.0
 #: memcached's default largest item (``-I 1m``).
 DEFAULT_MAX_ITEM_SIZE = 1024 * 1024
 #: Room kept in an item for the key, the header and the metadata strings.
@@ -65,9 +66,7 @@ RELATIVE_LIMIT = 30 * 24 * 3600
 #: cas attempts of one update or touch while only touches change the item.
 ATTEMPTS = 5
 
-#: Format tag, version, created, last seen, expires, then len + 1 (0 = None) of user id, IP, UA.
-_HEADER = struct.Struct(">2sQdddIII")
-_HEADER_SIZE = _HEADER.size
+#: The record's format tag (the layout is :mod:`._network`'s, shared with RedisStore).
 _TAG = b"M1"
 _SEEN_AND_EXPIRES = struct.Struct(">dd")
 _SEEN_OFFSET = 18
@@ -124,44 +123,8 @@ def exptime(ttl: float, now: float | None = None) -> int:
     return math.ceil(time.time() if now is None else now) + seconds
 
 
-def _text(value: str | None) -> tuple[int, bytes]:
-    if value is None:
-        return 0, b""
-    data = value.encode()
-    return len(data) + 1, data
-
-
-def _pack(version: int, expires: float, payload: bytes, meta: Meta) -> bytes:
-    lu, user_id = _text(meta.user_id)
-    li, ip = _text(meta.ip)
-    la, agent = _text(meta.user_agent)
-    header = _HEADER.pack(
-        _TAG, version, float(meta.created), float(meta.last_seen), expires, lu, li, la
-    )
-    return b"".join((header, user_id, ip, agent, payload))
-
-
-def _unpack(value: bytes) -> Entry | None:
-    if value[:2] != _TAG or len(value) < _HEADER_SIZE:
-        return None  # not a session record in this format
-    _tag, version, created, last_seen, expires, lu, li, la = _HEADER.unpack_from(value)
-    pos = _HEADER_SIZE
-    texts: list[str | None] = []
-    try:
-        for length in (lu, li, la):
-            if length:
-                end = pos + length - 1
-                texts.append(value[pos:end].decode())
-                pos = end
-            else:
-                texts.append(None)
-    except UnicodeDecodeError:
-        return None  # damaged: treated like an unknown session
-    return Entry(value[pos:], version, created, last_seen, expires, *texts)
-
-
 def _is_session(value: Any) -> bool:
-    return isinstance(value, bytes) and value[:2] == _TAG and len(value) >= _HEADER_SIZE
+    return isinstance(value, bytes) and value[:2] == _TAG and len(value) >= HEADER_SIZE
 
 
 def _expired(value: bytes, now: float) -> bool:
@@ -236,15 +199,8 @@ def _parse_url(url: str, kind: str) -> tuple[list[tuple[str, int]], str | None, 
         )
     servers = []
     for item in parts.netloc.split(","):
-        host, port = item, ""
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else rest
-        elif ":" in item:
-            host, _, port = item.rpartition(":")
-        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-            raise SessionConfigError(f"{kind}: bad host {item!r} in {url!r}")
-        servers.append((unquote(host), int(port) if port else DEFAULT_PORT))
+        host, port = host_port(kind, url, item, DEFAULT_PORT)
+        servers.append((unquote(host), port))
     prefix = None
     timeouts: dict[str, float] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -271,14 +227,6 @@ def _connector(server: tuple[str, int], options: dict[str, Any]) -> Callable[[],
         return Client(server, **options)
 
     return connect
-
-
-def _seconds(kind: str, name: str, value: float | None) -> float:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise SessionConfigError(f"{kind} option {name}={value!r} must be seconds > 0")
-    return float(value)
 
 
 class MemcachedStore(_NoUserIndex):
@@ -321,10 +269,10 @@ class MemcachedStore(_NoUserIndex):
             if query_prefix is not None:
                 prefix = query_prefix
             options = {
-                "timeout": _seconds(
+                "timeout": seconds(
                     kind, "socket_timeout", query_timeouts.get("socket_timeout", socket_timeout)
                 ),
-                "connect_timeout": _seconds(
+                "connect_timeout": seconds(
                     kind,
                     "socket_connect_timeout",
                     query_timeouts.get("socket_connect_timeout", socket_connect_timeout),
@@ -383,7 +331,8 @@ class MemcachedStore(_NoUserIndex):
     def _call(self, key: str, command: str, *args: Any, **options: Any) -> Any:
         """The pymemcache ``command`` for ``key`` on the server that holds it, errors translated.
 
-        Every command waits for its reply (``noreply=False``), whatever the client's default.
+        The writes (``add``, ``cas``, ``delete``) are called with ``noreply=False``, so they
+        wait for their reply whatever the client's default (``gets`` always does).
         """
         full = self.prefix + key
         pool = self._single
@@ -391,7 +340,7 @@ class MemcachedStore(_NoUserIndex):
             pool = self._pools[self._hasher.get_node(full)]
         client = pool.acquire()
         try:
-            return getattr(client, command)(full, *args, noreply=False, **options)
+            return getattr(client, command)(full, *args, **options)
         except (OSError, MemcacheError) as exc:
             raise self._error(exc) from exc
         finally:
@@ -408,26 +357,12 @@ class MemcachedStore(_NoUserIndex):
             return StoreUnavailable(f"memcached at {self.url} is unavailable: {exc}")
         return StoreError(f"memcached at {self.url} refused a session command: {exc}")
 
-    def _gets(self, key: str) -> tuple[Any, Any]:
-        full = self.prefix + key
-        pool = self._single
-        if pool is None:
-            pool = self._pools[self._hasher.get_node(full)]
-        client = pool.acquire()
-        try:
-            result: tuple[Any, Any] = client.gets(full)
-        except (OSError, MemcacheError) as exc:
-            raise self._error(exc) from exc
-        finally:
-            pool.release(client)
-        return result
-
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One ``gets``."""
-        value, _ = self._gets(key)
+        value, _ = self._call(key, "gets")
         if not _is_session(value):
             return None
-        entry = _unpack(value)
+        entry = unpack(_TAG, value)
         if entry is None or entry.expires <= self._clock():
             return None
         return entry
@@ -444,14 +379,14 @@ class MemcachedStore(_NoUserIndex):
         if ttl <= 0:
             value, expire = b"", _EXPIRED_NOW
         else:
-            value, expire = _pack(version, now + ttl, payload, meta), exptime(ttl)
+            value, expire = pack(_TAG, version, payload, meta, now + ttl), exptime(ttl)
         for _ in range(ATTEMPTS):
-            current, token = self._gets(key)
+            current, token = self._call(key, "gets")
             if current is None or (_is_session(current) and _expired(current, now)):
                 raise Gone("the session was deleted meanwhile")
             if not _is_session(current) or _unpack_version(current) != expected_version:
                 raise Conflict("the session was saved by another request")
-            stored = self._call(key, "cas", value, token, expire=expire)
+            stored = self._call(key, "cas", value, token, expire=expire, noreply=False)
             if stored:
                 return version
             if stored is None:
@@ -460,24 +395,24 @@ class MemcachedStore(_NoUserIndex):
         raise Conflict("the session kept changing while this request saved it")
 
     def _create(self, key: str, payload: bytes, ttl: float, meta: Meta, now: float) -> None:
-        value = _pack(1, now + ttl, payload, meta) if ttl > 0 else b""
+        value = pack(_TAG, 1, payload, meta, now + ttl) if ttl > 0 else b""
         expire = exptime(ttl) if ttl > 0 else _EXPIRED_NOW
-        if ttl > 0 and self._call(key, "add", value, expire=expire):
+        if ttl > 0 and self._call(key, "add", value, expire=expire, noreply=False):
             return
         # The key is taken (or nothing is to be stored): by a live session, a
         # foreign value, or a session whose expiry passed by our clock but not
         # yet by memcached's whole seconds, which may be replaced.
         for _ in range(ATTEMPTS):
-            current, token = self._gets(key)
+            current, token = self._call(key, "gets")
             if current is not None and not (_is_session(current) and _expired(current, now)):
                 raise Conflict("a session with this key already exists")
             if ttl <= 0:
                 return
             if current is None:
-                if self._call(key, "add", value, expire=expire):
+                if self._call(key, "add", value, expire=expire, noreply=False):
                     return
                 continue
-            if self._call(key, "cas", value, token, expire=expire):
+            if self._call(key, "cas", value, token, expire=expire, noreply=False):
                 return
         raise Conflict("a session with this key already exists")
 
@@ -494,11 +429,11 @@ class MemcachedStore(_NoUserIndex):
         times = _SEEN_AND_EXPIRES.pack(now, now + ttl)
         expire = exptime(ttl)
         for _ in range(ATTEMPTS):
-            current, token = self._gets(key)
+            current, token = self._call(key, "gets")
             if not _is_session(current) or _expired(current, now):
                 return False
             value = b"".join((current[:_SEEN_OFFSET], times, current[_SEEN_END:]))
-            stored = self._call(key, "cas", value, token, expire=expire)
+            stored = self._call(key, "cas", value, token, expire=expire, noreply=False)
             if stored:
                 return True
             if stored is None:
@@ -507,7 +442,7 @@ class MemcachedStore(_NoUserIndex):
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One ``delete``."""
-        self._call(key, "delete")
+        self._call(key, "delete", noreply=False)
 
     def delete_expired(self, limit: int = 1000) -> int:
         """Return 0: memcached drops expired items itself (native TTL); nothing to do."""

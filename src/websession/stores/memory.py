@@ -6,7 +6,7 @@ import threading
 from collections.abc import Collection, Iterator
 
 from ..errors import Conflict, Gone
-from .base import Clock, Entry, InlineAsyncStore, Meta, check_limit, default_clock
+from .base import Clock, Entry, InlineAsyncUserIndex, Meta, check_limit, default_clock
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -52,6 +52,7 @@ class MemoryStore:
             if current is not None and current.expires <= now:
                 self._drop(key)
                 current = None
+            # Inline rather than base.next_version: a call costs this store ~3% of a save.
             if expected_version is None:
                 if current is not None:
                     raise Conflict("a session with this key already exists")
@@ -204,22 +205,10 @@ def _copy(entry: Entry) -> Entry:
     )  # fmt: skip
 
 
-class AsyncMemoryStore(InlineAsyncStore):
+class AsyncMemoryStore(InlineAsyncUserIndex):
     """Async form of :class:`MemoryStore` (runs inline on the event loop)."""
 
     sync: MemoryStore
 
     def __init__(self, store: MemoryStore | None = None, *, clock: Clock = default_clock) -> None:
         super().__init__(store if store is not None else MemoryStore(clock=clock))
-
-    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
-        """See :meth:`MemoryStore.sessions_for`."""
-        return self.sync.sessions_for(user_id)
-
-    async def revoke(self, key: str) -> bool:
-        """See :meth:`MemoryStore.revoke`."""
-        return self.sync.revoke(key)
-
-    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
-        """See :meth:`MemoryStore.revoke_user`."""
-        return self.sync.revoke_user(user_id, keep=keep)

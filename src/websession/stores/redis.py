@@ -3,8 +3,8 @@
 Record layout: one string value per session at ``<prefix><key>``: a fixed
 46-byte header (format tag ``W2``, version, created, last seen, expires, and
 the lengths of user id, IP and user agent), those three strings, then the
-payload (see ``_HEADER``). Chosen over one HASH per session with a field
-per item because:
+payload (``_network.HEADER``, the layout MemcachedStore shares). Chosen
+over one HASH per session with a field per item because:
 
 - ``load`` is one plain ``GET``: the header carries the absolute expiry
   (the store clock's now + the TTL, written by every save and touch), so
@@ -73,7 +73,7 @@ import hashlib
 import inspect
 import math
 import struct
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -102,22 +102,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
 from ..urls import mask_url
+from ._network import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._network import entry_from, host_port, pack, seconds, unpack
 from .base import Clock, Entry, Meta, check_limit, default_clock
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
 
 #: Redis' largest string value (proto-max-bulk-len's default).
 MAX_PAYLOAD_SIZE = 512 * 1024 * 1024
-DEFAULT_TIMEOUT = 2.0
 CLUSTER_SCHEME = "redis+cluster"
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 
-#: Format tag, version, created, last seen, expires (all times epoch seconds), then
-#: len + 1 (0 = None) of user id, IP, user agent. The scripts below hard-code its offsets.
-_HEADER = struct.Struct(">2sQdddIII")
-_HEADER_SIZE = _HEADER.size
-_unpack_header = _HEADER.unpack_from
+#: The record's format tag (the layout is ``_network.HEADER``); the scripts below hard-code
+#: its offsets.
 _TAG = b"W2"
 #: The previous release's format: the same without expires, which came from ``PTTL``.
 _W1_HEADER = struct.Struct(">2sQddIII")
@@ -144,6 +142,12 @@ _UNAVAILABLE = (
 )
 #: What a failing command raises: server and client errors, and the cluster client's own.
 _FAILURES = (RedisError, RedisClusterException)
+
+#: One round trip an operation asks for: the name of the store's I/O method
+#: (``_command``, ``_pipelined`` or ``_eval``) and its arguments. The sync store
+#: runs it as it is, the async one awaits it (``_run``); the reply is sent back.
+_Step = tuple[str, tuple[Any, ...]]
+_Steps = Generator[_Step, Any, Any]
 
 
 class _Script:
@@ -263,70 +267,15 @@ def _marked_user(mark: bytes) -> str | None:
     return mark[1:].decode(errors="replace") if mark else None
 
 
-def _text(value: str | None) -> tuple[int, bytes]:
-    """``value`` encoded, with its header length (len + 1; 0 stands for None)."""
-    if value is None:
-        return 0, b""
-    data = value.encode()
-    return len(data) + 1, data
-
-
-def _pack(version: int, payload: bytes, meta: Meta, expires: float) -> bytes:
-    lu, user_id = _text(meta.user_id)
-    li, ip = _text(meta.ip)
-    la, agent = _text(meta.user_agent)
-    header = _HEADER.pack(
-        _TAG, version, float(meta.created), float(meta.last_seen), expires, lu, li, la
-    )
-    return b"".join((header, user_id, ip, agent, payload))
-
-
-def _unpack(value: bytes) -> Entry | None:
-    """A ``W2`` record; None for anything else (a ``W1`` record needs :func:`_unpack_w1`)."""
-    if value[:2] != _TAG or len(value) < _HEADER_SIZE:
-        return None
-    _tag, version, created, last_seen, expires, lu, li, la = _unpack_header(value)
-    return _entry_from(value, _HEADER_SIZE, version, created, last_seen, expires, lu, li, la)
-
-
 def _unpack_w1(value: bytes, expires: float) -> Entry | None:
-    """A record of the previous format, whose expiry the caller read with ``PTTL``."""
+    """A record of the previous format, whose expiry the caller read with ``PTTL``.
+
+    (A ``W2`` record is read by ``unpack(_TAG, value)``.)
+    """
     if value[:2] != _W1_TAG or len(value) < _W1_HEADER_SIZE:
         return None
     _tag, version, created, last_seen, lu, li, la = _W1_HEADER.unpack_from(value)
-    return _entry_from(value, _W1_HEADER_SIZE, version, created, last_seen, expires, lu, li, la)
-
-
-def _entry_from(
-    value: bytes,
-    pos: int,
-    version: int,
-    created: float,
-    last_seen: float,
-    expires: float,
-    lu: int,
-    li: int,
-    la: int,
-) -> Entry | None:
-    """The strings after the header, then the payload; None if they are damaged."""
-    # Straight-line on purpose: this runs on every request's load.
-    user_id = ip = user_agent = None
-    try:
-        if lu:
-            end = pos + lu - 1
-            user_id = value[pos:end].decode()
-            pos = end
-        if li:
-            end = pos + li - 1
-            ip = value[pos:end].decode()
-            pos = end
-        if la:
-            end = pos + la - 1
-            user_agent = value[pos:end].decode()
-            pos = end
-    except UnicodeDecodeError:
-        return None  # damaged: treated like an unknown session
-    return Entry(value[pos:], version, created, last_seen, expires, user_id, ip, user_agent)
+    return entry_from(value, _W1_HEADER_SIZE, version, created, last_seen, expires, lu, li, la)
 
 
 def _glob_escape(text: str) -> str:
@@ -369,7 +318,7 @@ class _MultiHostURL:
             user, colon, password = userinfo.partition(":")
             self.username = unquote(user) or None
             self.password = unquote(password) if colon else None
-        self.nodes = [_host_port(kind, url, item, default_port) for item in hosts.split(",")]
+        self.nodes = [host_port(kind, url, item, default_port) for item in hosts.split(",")]
         self.path = [unquote(piece) for piece in parts.path.split("/") if piece]
         self.options: dict[str, Any] = {}
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -380,7 +329,7 @@ class _MultiHostURL:
                     "go in as keyword arguments"
                 )
             try:
-                self.options[name] = _seconds(kind, name, float(value))
+                self.options[name] = seconds(kind, name, float(value))
             except ValueError:
                 raise SessionConfigError(
                     f"{kind} option {name}={value!r} must be seconds > 0"
@@ -390,22 +339,13 @@ class _MultiHostURL:
         return {"username": self.username, "password": self.password}
 
 
-def _host_port(kind: str, url: str, item: str, default_port: int) -> tuple[str, int]:
-    host, port = item, ""
-    if item.startswith("["):  # [IPv6]:port
-        host, _, rest = item[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else rest
-    elif ":" in item:
-        host, _, port = item.rpartition(":")
-    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
-        raise SessionConfigError(f"{kind}: bad host {item!r} in {mask_url(url)!r}")
-    return host, int(port) if port else default_port
-
-
 class _RedisCommon(abc.ABC):
     """What the sync and async stores share: configuration, encoding and decoding of replies.
 
     The I/O methods live in the two subclasses and differ only by ``await``.
+    ``load``, ``save`` and ``touch`` (every request) are written out in each;
+    the per-user index operations are written once, as generators of
+    :data:`_Step` that each form's ``_run`` carries out.
     """
 
     inline = False
@@ -437,8 +377,8 @@ class _RedisCommon(abc.ABC):
                 prefix = query_prefix
             self.url = mask_url(url)
             timeouts = {
-                "socket_timeout": _seconds(kind, "socket_timeout", socket_timeout),
-                "socket_connect_timeout": _seconds(
+                "socket_timeout": seconds(kind, "socket_timeout", socket_timeout),
+                "socket_connect_timeout": seconds(
                     kind, "socket_connect_timeout", socket_connect_timeout
                 ),
             }
@@ -602,7 +542,7 @@ class _RedisCommon(abc.ABC):
             version, expected = expected_version + 1, _VERSION.pack(expected_version)
         ttl_ms = _ttl_ms(ttl)
         expires = self._clock() + ttl
-        value = b"" if ttl_ms == b"0" else _pack(version, payload, meta, expires)
+        value = b"" if ttl_ms == b"0" else pack(_TAG, version, payload, meta, expires)
         return version, (expected, ttl_ms, value, _user_mark(meta.user_id))
 
     def _touch_args(self, ttl: float) -> tuple[bytes, bytes]:
@@ -652,7 +592,7 @@ class _RedisCommon(abc.ABC):
             if value[:2] == _W1_TAG:
                 legacy.append((name, value))
                 continue
-            entry = self._live(_unpack(value))
+            entry = self._live(unpack(_TAG, value))
             if entry is not None and (user_id is None or entry.user_id == user_id):
                 found.append((name[skip:].decode(errors="replace"), entry))
         return found, legacy
@@ -667,6 +607,66 @@ class _RedisCommon(abc.ABC):
             if entry is not None and (user_id is None or entry.user_id == user_id):
                 found.append((name[skip:].decode(errors="replace"), entry))
         return found
+
+    def _current(self, value: bytes | None) -> Entry | None:
+        """The live entry a ``GET`` found; None for none, an expired or a foreign value.
+
+        A ``W1`` record is the caller's to read: it needs its ``PTTL``.
+        """
+        if value is None:
+            return None
+        entry = unpack(_TAG, value)
+        if entry is None or entry.expires <= self._clock():
+            return None
+        return entry
+
+    # -- operations written once, as round trips each form's ``_run`` carries out -----
+
+    def _read_batch(self, names: list[bytes], user_id: str | None) -> _Steps:
+        """The live sessions among ``names`` (of ``user_id``): one pipelined ``GET`` each.
+
+        ``W1`` records (the previous release's format) need their ``PTTL``: one
+        more pipelined round trip, only when there are some.
+        """
+        if not names:
+            return []
+        values = yield "_pipelined", ([("GET", name) for name in names], False)
+        found, legacy = self._parse_batch(names, values, user_id)
+        if legacy:
+            pttls = yield "_pipelined", ([("PTTL", name) for name, _ in legacy], False)
+            found.extend(self._legacy_batch(legacy, pttls, user_id))
+        return found
+
+    def _sessions_for(self, user_id: str) -> _Steps:
+        index = self._index_key(user_id)
+        members = [bytes(m) for m in (yield "_command", ("SMEMBERS", index))]
+        found = yield from self._read_batch([self._prefix + m for m in members], user_id)
+        stale = self._stale(members, found)
+        if stale:
+            yield "_command", ("SREM", index, *stale)
+        return _by_last_seen(found)
+
+    def _revoke(self, key: str) -> _Steps:
+        mark = yield "_eval", (_REVOKE, (self._key(key),), b"")
+        if mark is None:
+            return False
+        user_id = _marked_user(bytes(mark))
+        if user_id is not None:
+            yield "_pipelined", ([("SREM", self._index_key(user_id), key.encode())],)
+        return True
+
+    def _revoke_user(self, user_id: str, keep: Collection[str]) -> _Steps:
+        index = self._index_key(user_id)
+        kept = {k.encode() for k in keep}
+        members = [bytes(m) for m in (yield "_command", ("SMEMBERS", index))]
+        doomed = [member for member in members if member not in kept]
+        if not doomed:
+            return 0
+        mark = _user_mark(user_id)
+        evals = [("EVAL", _REVOKE.body, b"1", self._prefix + member, mark) for member in doomed]
+        replies = yield "_pipelined", (evals,)
+        yield "_pipelined", ([("SREM", index, *doomed)],)
+        return _revoked(replies)
 
     def _matches(self, prefix: str) -> str:
         return _glob_escape(self.prefix + prefix) + "*"
@@ -684,14 +684,6 @@ def _by_last_seen(found: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
 def _revoked(replies: list[Any]) -> int:
     """How many revoke scripts deleted a session (the others found none of the user's)."""
     return sum(reply is not None for reply in replies)
-
-
-def _seconds(kind: str, name: str, value: float | None) -> float:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise SessionConfigError(f"{kind} option {name}={value!r} must be seconds > 0")
-    return float(value)
 
 
 def _split_prefix(url: str) -> tuple[str, str | None]:
@@ -772,6 +764,22 @@ class RedisStore(_RedisCommon):
         except _FAILURES as exc:
             raise self._error(exc) from exc
 
+    def _command(self, *args: Any) -> Any:
+        try:
+            return self.client.execute_command(*args)
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+
+    def _run(self, steps: _Steps) -> Any:
+        """Carry out the round trips of an operation written once (see ``_RedisCommon``)."""
+        reply: Any = None
+        while True:
+            try:
+                method, args = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = getattr(self, method)(*args)
+
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One ``GET``.
 
@@ -781,16 +789,8 @@ class RedisStore(_RedisCommon):
         name = self._prefix + key.encode()
         try:
             value = self.client.execute_command("GET", name)
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
-        if value is None:
-            return None
-        entry = _unpack(value)
-        if entry is not None:
-            return entry if entry.expires > self._clock() else None
-        if value[:2] != _W1_TAG:
-            return None  # not a session record, or a damaged one
-        try:
+            if value is None or value[:2] != _W1_TAG:
+                return self._current(value)
             pttl = self.client.execute_command("PTTL", name)
         except _FAILURES as exc:
             raise self._error(exc) from exc
@@ -813,12 +813,14 @@ class RedisStore(_RedisCommon):
             self._pipelined(fixes)
         return version
 
-    def _pipelined(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
+    def _pipelined(
+        self, commands: Sequence[tuple[str | bytes, ...]], raise_on_error: bool = True
+    ) -> list[Any]:
         try:
             pipe = self.client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
-            replies: list[Any] = pipe.execute()
+            replies: list[Any] = pipe.execute(raise_on_error=raise_on_error)
         except _FAILURES as exc:
             raise self._error(exc) from exc
         return replies
@@ -832,10 +834,7 @@ class RedisStore(_RedisCommon):
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One ``DEL``."""
-        try:
-            self.client.execute_command("DEL", self._key(key))
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
+        self._command("DEL", self._key(key))
 
     def delete_expired(self, limit: int = 1000) -> int:
         """Return 0: Redis removes expired sessions itself (native TTL), so there is nothing to do.
@@ -861,33 +860,13 @@ class RedisStore(_RedisCommon):
             for name in self.client.scan_iter(match=self._matches(prefix), count=1000):
                 batch.append(bytes(name))
                 if len(batch) >= 500:
-                    found.extend(self._read_batch(batch, user_id))
+                    found.extend(self._run(self._read_batch(batch, user_id)))
                     batch = []
-            found.extend(self._read_batch(batch, user_id))
+            found.extend(self._run(self._read_batch(batch, user_id)))
         except _FAILURES as exc:
             raise self._error(exc) from exc
         found.sort(key=lambda item: item[1].last_seen, reverse=True)
         yield from found if limit is None else found[:limit]
-
-    def _read_batch(self, names: list[bytes], user_id: str | None) -> list[tuple[str, Entry]]:
-        """The live sessions among ``names`` (of ``user_id``): one pipelined ``GET`` each.
-
-        ``W1`` records (the previous release's format) need their ``PTTL``: one
-        more pipelined round trip, only when there are some.
-        """
-        if not names:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.execute_command("GET", name)
-        found, legacy = self._parse_batch(names, pipe.execute(raise_on_error=False), user_id)
-        if legacy:
-            pipe = self.client.pipeline(transaction=False)
-            for name, _ in legacy:
-                pipe.execute_command("PTTL", name)
-            pttls = pipe.execute(raise_on_error=False)
-            found.extend(self._legacy_batch(legacy, pttls, user_id))
-        return found
 
     # -- the per-user index ----------------------------------------------------
 
@@ -898,26 +877,12 @@ class RedisStore(_RedisCommon):
         read of those sessions; members whose session ended (or changed user)
         are removed from the index with one more.
         """
-        index = self._index_key(user_id)
-        try:
-            members = [bytes(m) for m in self.client.execute_command("SMEMBERS", index)]
-            found = self._read_batch([self._prefix + m for m in members], user_id)
-            stale = self._stale(members, found)
-            if stale:
-                self.client.execute_command("SREM", index, *stale)
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
-        return _by_last_seen(found)
+        found: list[tuple[str, Entry]] = self._run(self._sessions_for(user_id))
+        return found
 
     def revoke(self, key: str) -> bool:
         """Delete one session and drop it from its user's index; False if it was not there."""
-        mark = self._eval(_REVOKE, (self._key(key),), b"")
-        if mark is None:
-            return False
-        user_id = _marked_user(bytes(mark))
-        if user_id is not None:
-            self._pipelined([("SREM", self._index_key(user_id), key.encode())])
-        return True
+        return bool(self._run(self._revoke(key)))
 
     def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
         """Delete every session of ``user_id`` except the keys in ``keep``; return how many.
@@ -925,22 +890,7 @@ class RedisStore(_RedisCommon):
         Each delete checks, inside a script, that the session still belongs to
         ``user_id``. Three round trips, whatever the number of sessions.
         """
-        index = self._index_key(user_id)
-        kept = {k.encode() for k in keep}
-        mark = _user_mark(user_id)
-        try:
-            members = [bytes(m) for m in self.client.execute_command("SMEMBERS", index)]
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
-        doomed = [member for member in members if member not in kept]
-        if not doomed:
-            return 0
-        body = _REVOKE.body
-        replies = self._pipelined(
-            [("EVAL", body, b"1", self._prefix + member, mark) for member in doomed]
-        )
-        self._pipelined([("SREM", index, *doomed)])
-        return _revoked(replies)
+        return int(self._run(self._revoke_user(user_id, keep)))
 
     def close(self) -> None:
         """Close the idle connections of a client the store built (a client you passed stays open).
@@ -1041,6 +991,22 @@ class AsyncRedisStore(_RedisCommon):
         except _FAILURES as exc:
             raise self._error(exc) from exc
 
+    async def _command(self, *args: Any) -> Any:
+        try:
+            return await self.client.execute_command(*args)
+        except _FAILURES as exc:
+            raise self._error(exc) from exc
+
+    async def _run(self, steps: _Steps) -> Any:
+        """Carry out the round trips of an operation written once (see ``_RedisCommon``)."""
+        reply: Any = None
+        while True:
+            try:
+                method, args = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = await getattr(self, method)(*args)
+
     async def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One ``GET``.
 
@@ -1050,16 +1016,8 @@ class AsyncRedisStore(_RedisCommon):
         name = self._prefix + key.encode()
         try:
             value = await self.client.execute_command("GET", name)
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
-        if value is None:
-            return None
-        entry = _unpack(value)
-        if entry is not None:
-            return entry if entry.expires > self._clock() else None
-        if value[:2] != _W1_TAG:
-            return None  # not a session record, or a damaged one
-        try:
+            if value is None or value[:2] != _W1_TAG:
+                return self._current(value)
             pttl = await self.client.execute_command("PTTL", name)
         except _FAILURES as exc:
             raise self._error(exc) from exc
@@ -1081,12 +1039,14 @@ class AsyncRedisStore(_RedisCommon):
             await self._pipelined(fixes)
         return version
 
-    async def _pipelined(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
+    async def _pipelined(
+        self, commands: Sequence[tuple[str | bytes, ...]], raise_on_error: bool = True
+    ) -> list[Any]:
         try:
             pipe = self.client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
-            replies: list[Any] = await pipe.execute()
+            replies: list[Any] = await pipe.execute(raise_on_error=raise_on_error)
         except _FAILURES as exc:
             raise self._error(exc) from exc
         return replies
@@ -1100,10 +1060,7 @@ class AsyncRedisStore(_RedisCommon):
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent). One ``DEL``."""
-        try:
-            await self.client.execute_command("DEL", self._key(key))
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
+        await self._command("DEL", self._key(key))
 
     async def delete_expired(self, limit: int = 1000) -> int:
         """Return 0: Redis removes expired sessions itself (native TTL); nothing to do."""
@@ -1112,62 +1069,16 @@ class AsyncRedisStore(_RedisCommon):
 
     async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
         """The live sessions of ``user_id``, most recently seen first (see the sync form)."""
-        index = self._index_key(user_id)
-        client = self.client
-        try:
-            members = [bytes(m) for m in await client.execute_command("SMEMBERS", index)]
-            found = await self._read_batch([self._prefix + m for m in members], user_id)
-            stale = self._stale(members, found)
-            if stale:
-                await client.execute_command("SREM", index, *stale)
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
-        return _by_last_seen(found)
-
-    async def _read_batch(self, names: list[bytes], user_id: str | None) -> list[tuple[str, Entry]]:
-        """The live sessions among ``names`` (of ``user_id``); see the sync form."""
-        if not names:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.execute_command("GET", name)
-        values = await pipe.execute(raise_on_error=False)
-        found, legacy = self._parse_batch(names, values, user_id)
-        if legacy:
-            pipe = self.client.pipeline(transaction=False)
-            for name, _ in legacy:
-                pipe.execute_command("PTTL", name)
-            pttls = await pipe.execute(raise_on_error=False)
-            found.extend(self._legacy_batch(legacy, pttls, user_id))
+        found: list[tuple[str, Entry]] = await self._run(self._sessions_for(user_id))
         return found
 
     async def revoke(self, key: str) -> bool:
         """Delete one session and drop it from its user's index; False if it was not there."""
-        mark = await self._eval(_REVOKE, (self._key(key),), b"")
-        if mark is None:
-            return False
-        user_id = _marked_user(bytes(mark))
-        if user_id is not None:
-            await self._pipelined([("SREM", self._index_key(user_id), key.encode())])
-        return True
+        return bool(await self._run(self._revoke(key)))
 
     async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
         """Delete every session of ``user_id`` except the keys in ``keep``; return how many."""
-        index = self._index_key(user_id)
-        kept = {k.encode() for k in keep}
-        try:
-            members = [bytes(m) for m in await self.client.execute_command("SMEMBERS", index)]
-        except _FAILURES as exc:
-            raise self._error(exc) from exc
-        doomed = [member for member in members if member not in kept]
-        if not doomed:
-            return 0
-        mark = _user_mark(user_id)
-        replies = await self._pipelined(
-            [("EVAL", _REVOKE.body, b"1", self._prefix + member, mark) for member in doomed]
-        )
-        await self._pipelined([("SREM", index, *doomed)])
-        return _revoked(replies)
+        return int(await self._run(self._revoke_user(user_id, keep)))
 
     async def aclose(self) -> None:
         """Close a client the store built (a client you passed stays open)."""

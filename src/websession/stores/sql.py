@@ -57,7 +57,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavailable
 from ..urls import mask_url
-from .base import Clock, Entry, Meta, check_limit, default_clock
+from .base import Clock, Entry, Meta, check_limit, default_clock, prefix_upper_bound
 
 __all__ = [
     "MIGRATIONS",
@@ -420,17 +420,6 @@ def _entry(row: Any) -> Entry:
 
 def _loaded(row: Any) -> Entry | None:
     return None if row is None else _entry(row)
-
-
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string above every string that starts with ``prefix`` (byte order)."""
-    last = ord(prefix[-1])
-    if last >= 0x10FFFF:
-        return None
-    following = last + 1
-    if 0xD800 <= following <= 0xDFFF:
-        following = 0xE000
-    return prefix[:-1] + chr(following)
 
 
 def _missing_table(exc: sa_exc.SQLAlchemyError) -> bool:
@@ -912,7 +901,7 @@ class _SQLCommon(abc.ABC):
         if prefix:
             # A range on the primary key rather than LIKE, which treats % and _ as wildcards.
             stmt = stmt.where(c.session_key >= prefix)
-            upper = _prefix_upper_bound(prefix)
+            upper = prefix_upper_bound(prefix)
             if upper is not None:
                 stmt = stmt.where(c.session_key < upper)
         stmt = stmt.order_by(c.updated_at.desc(), c.session_key)

@@ -16,7 +16,16 @@ import threading
 from collections.abc import Collection, Iterator
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreUnavailable
-from .base import Clock, Entry, InlineAsyncStore, Meta, check_limit, default_clock
+from .base import (
+    Clock,
+    Entry,
+    InlineAsyncUserIndex,
+    Meta,
+    check_limit,
+    default_clock,
+    next_version,
+    prefix_upper_bound,
+)
 
 __all__ = ["AsyncSQLiteStore", "SQLiteStore"]
 
@@ -287,16 +296,7 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(self._sql_live_version, (key, now)).fetchone()
-            if expected_version is None:
-                if row is not None:
-                    raise Conflict("a session with this key already exists")
-                version = 1
-            elif row is None:
-                raise Gone("the session was deleted meanwhile")
-            elif row[0] != expected_version:
-                raise Conflict("the session was saved by another request")
-            else:
-                version = expected_version + 1
+            version = next_version(None if row is None else row[0], expected_version)
             conn.execute(self._sql_delete, (key,))
         except BaseException:
             # SQLite may already have rolled back on its own (e.g. disk full).
@@ -378,7 +378,7 @@ class SQLiteStore:
             # would treat % and _ in the prefix as wildcards).
             sql += " AND key >= ?"
             params.append(prefix)
-            upper = _prefix_upper_bound(prefix)
+            upper = prefix_upper_bound(prefix)
             if upper is not None:
                 sql += " AND key < ?"
                 params.append(upper)
@@ -432,21 +432,7 @@ class SQLiteStore:
         return cursor.rowcount
 
 
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix``, if any.
-
-    SQLite compares TEXT as UTF-8 bytes, which orders like code points.
-    """
-    last = ord(prefix[-1])
-    if last >= 0x10FFFF:
-        return None
-    following = last + 1
-    if 0xD800 <= following <= 0xDFFF:
-        following = 0xE000
-    return prefix[:-1] + chr(following)
-
-
-class AsyncSQLiteStore(InlineAsyncStore):
+class AsyncSQLiteStore(InlineAsyncUserIndex):
     """Async form of :class:`SQLiteStore`.
 
     Runs inline on the event loop: a local SQLite call takes microseconds,
@@ -473,15 +459,3 @@ class AsyncSQLiteStore(InlineAsyncStore):
     def close(self) -> None:
         """Close the calling thread's connection (see :meth:`SQLiteStore.close`)."""
         self.sync.close()
-
-    async def sessions_for(self, user_id: str) -> list[tuple[str, Entry]]:
-        """See :meth:`SQLiteStore.sessions_for`."""
-        return self.sync.sessions_for(user_id)
-
-    async def revoke(self, key: str) -> bool:
-        """See :meth:`SQLiteStore.revoke`."""
-        return self.sync.revoke(key)
-
-    async def revoke_user(self, user_id: str, *, keep: Collection[str] = ()) -> int:
-        """See :meth:`SQLiteStore.revoke_user`."""
-        return self.sync.revoke_user(user_id, keep=keep)
