@@ -140,9 +140,10 @@ def _websession(
         label = f"asgi-{factory.__name__}-{scenario}{variant}"
         # Network stores in their async form, as the ASGI middleware requires.
         store = make_async_store(kind, label) if looped else make_store(kind, workdir, label)
-        app = SessionMiddleware(
-            factory(None if autoload else _load_websession), store=store, autoload=autoload
-        )
+        if autoload:  # the default, as an app gets it
+            app = SessionMiddleware(factory(None), store=store)
+        else:
+            app = SessionMiddleware(factory(_load_websession), store=store, autoload=False)
         name = f"websession{variant} {kind} ({factory.__name__})"
         return asgi_builder(app, name, looped=looped)(scenario)
 
