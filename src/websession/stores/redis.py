@@ -23,7 +23,7 @@ over one HASH per session with a field per item because:
 
 Records of the previous format, ``W1`` (the same header without expires:
 38 bytes, the lengths at 26-37), are still read and written, so sessions
-saved by the previous release survive a rolling deploy. A ``GET`` that
+saved by earlier builds survive a rolling deploy. A ``GET`` that
 finds one asks for its ``PTTL`` in one more round trip; ``save`` accepts
 the expected version whatever the tag and always writes ``W2``; ``touch``
 keeps it ``W1`` (it sets last seen at the same offset, the expiry is the
@@ -117,7 +117,7 @@ DEFAULT_SENTINEL_PORT = 26379
 #: The record's format tag (the layout is ``_network.HEADER``); the scripts below hard-code
 #: its offsets.
 _TAG = b"W2"
-#: The previous release's format: the same without expires, which came from ``PTTL``.
+#: The earlier format: the same without expires, which came from ``PTTL``.
 _W1_HEADER = struct.Struct(">2sQddIII")
 _W1_HEADER_SIZE = _W1_HEADER.size
 _W1_TAG = b"W1"
@@ -233,7 +233,7 @@ return user
 )
 
 # ARGV: TTL in ms, last seen and expires (16 bytes). A W2 record gets both at
-# bytes 18-33; a W1 record (previous release) only last seen at 18-25, its
+# bytes 18-33; a W1 record (earlier builds) only last seen at 18-25, its
 # expiry being the TTL. A missing key, or a value that is no session record,
 # answers 0 and is left alone, so a gone session is never re-created.
 _TOUCH = _Script("""
@@ -569,7 +569,7 @@ class _RedisCommon(abc.ABC):
         return entry
 
     def _legacy_entry(self, value: bytes, pttl: Any) -> Entry | None:
-        """A ``W1`` record (the previous release's format) and the ``PTTL`` read after it."""
+        """A ``W1`` record (the earlier format) and the ``PTTL`` read after it."""
         if not isinstance(pttl, int) or pttl == -2:
             return None  # gone meanwhile (or the read failed)
         # -1: someone removed the TTL by hand; the session lives until deleted.
@@ -625,7 +625,7 @@ class _RedisCommon(abc.ABC):
     def _read_batch(self, names: list[bytes], user_id: str | None) -> _Steps:
         """The live sessions among ``names`` (of ``user_id``): one pipelined ``GET`` each.
 
-        ``W1`` records (the previous release's format) need their ``PTTL``: one
+        ``W1`` records (the earlier format) need their ``PTTL``: one
         more pipelined round trip, only when there are some.
         """
         if not names:
@@ -783,7 +783,7 @@ class RedisStore(_RedisCommon):
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One ``GET``.
 
-        A record of the previous release's format (``W1``) costs one more
+        A record of the earlier format (``W1``) costs one more
         round trip, a ``PTTL``, for its expiry.
         """
         name = self._prefix + key.encode()
@@ -1010,7 +1010,7 @@ class AsyncRedisStore(_RedisCommon):
     async def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One ``GET``.
 
-        A record of the previous release's format (``W1``) costs one more
+        A record of the earlier format (``W1``) costs one more
         round trip, a ``PTTL``, for its expiry.
         """
         name = self._prefix + key.encode()
