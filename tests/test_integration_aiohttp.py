@@ -232,6 +232,21 @@ async def test_no_store_call_when_the_handler_never_asks() -> None:
         assert store.calls["load"] == 1
 
 
+async def test_autoload_false_still_gives_a_loaded_session() -> None:
+    store = SlowAsyncStore(MemoryStore())
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    async with serve({"/plain": plain, "/count": count}, store, autoload=False) as client:
+        await client.get("/count")
+        store.calls.clear()
+        await client.get("/plain")
+        assert store.calls == {}
+        assert (await (await client.get("/count")).json())["n"] == 2
+        assert store.calls["load"] == 1
+
+
 async def test_async_store_round_trip_and_header_transport() -> None:
     store = SlowAsyncStore(MemoryStore())
     async with serve({"/count": count}, store, transport="header") as client:

@@ -721,6 +721,8 @@ def test_configuration_errors_name_the_problem() -> None:
         SessionMiddleware(view_session, secret_key=SECRET, idle_timeout=5)
     # A server-side store does not sign with the secret, so Starlette's short keys still work.
     SessionMiddleware(view_session, secret_key="example", store=MemoryStore())
+    with pytest.raises(SessionConfigError, match=r"websession\.asgi\.SessionMiddleware"):
+        SessionMiddleware(view_session, secret_key=SECRET, autoload=False)
 
 
 def test_extra_websession_settings(make_client: Any) -> None:

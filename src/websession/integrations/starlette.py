@@ -447,6 +447,13 @@ class SessionMiddleware:
         # Starlette accepts max_age <= 0: every cookie is already expired, nothing is kept.
         self._keeps_nothing = max_age is not None and max_age <= 0
 
+        if "autoload" in extra and not extra["autoload"]:
+            raise SessionConfigError(
+                "autoload=False: this drop-in's request.session is a dict that Starlette code "
+                "reads without awaiting, so it loads before the app runs; use "
+                "websession.asgi.SessionMiddleware for a session loaded by "
+                "`await request.session.load()`"
+            )
         clashing = sorted(_OWN & set(extra))
         if clashing:
             raise SessionConfigError(
