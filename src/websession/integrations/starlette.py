@@ -447,7 +447,7 @@ class SessionMiddleware:
         # Starlette accepts max_age <= 0: every cookie is already expired, nothing is kept.
         self._keeps_nothing = max_age is not None and max_age <= 0
 
-        if "autoload" in extra and not extra["autoload"]:
+        if not cast(dict[str, Any], extra).get("autoload", True):
             raise SessionConfigError(
                 "autoload=False: this drop-in's request.session is a dict that Starlette code "
                 "reads without awaiting, so it loads before the app runs; use "
