@@ -83,7 +83,8 @@ class SessionMiddleware:
     Memory, file, SQLite and cookie stores run inline and load lazily on first
     touch. Network stores must be async here (a URL builds the async form);
     they load when the request carries a session token, because a sync
-    ``request.session[...]`` cannot await. Hooks (``on_create``, ``on_rotate``,
+    ``request.session[...]`` cannot await, or, with ``autoload=False``, only
+    when the app awaits ``session.load()``. Hooks (``on_create``, ``on_rotate``,
     ``on_destroy``, ``on_expire``) may be plain or async functions.
     """
 
