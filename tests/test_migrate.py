@@ -11,7 +11,9 @@ fresh websession cookie, and the old cookie is worthless afterwards.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,6 +142,59 @@ def test_django_wrong_secret_key_is_refused(
     assert result.exit_code == 2
     assert "2 bad signature" in result.output
     assert "is --secret-key the project's SECRET_KEY?" in result.output
+
+
+def test_django_file_sessions_migrate(tmp_path: Path) -> None:
+    from django.contrib.sessions.backends.file import SessionStore as DjangoFileSession
+
+    folder = tmp_path / "django-sessions"
+    folder.mkdir()
+    with override_settings(SESSION_FILE_PATH=str(folder)):
+        signed_in = DjangoFileSession()
+        signed_in.update({"cart": [1, 2], "_auth_user_id": "7"})
+        signed_in.create()
+        remembered = DjangoFileSession()
+        remembered["theme"] = "dark"
+        remembered.set_expiry(600)
+        remembered.create()
+        stale = DjangoFileSession()
+        stale["old"] = True
+        stale.create()
+    stale_file = folder / f"sessionid{stale.session_key}"
+    two_weeks_ago = time.time() - 1209600 - 60
+    os.utime(stale_file, (two_weeks_ago, two_weeks_ago))
+    (folder / "sessionidnot-a-session-key").write_text("ignored")
+    (folder / f"sessionid{'g' * 32}").write_text("garbage, not a signed value")
+    target = tmp_path / "ws.db"
+    started = time.time()
+    result = run(
+        "django-file", "--from", str(folder), "--secret-key", SECRET,
+        "--store", f"sqlite:///{target}", "-v",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 migrated" in result.output
+    assert "1 expired" in result.output
+    assert "1 undecodable" in result.output
+    store = SQLiteStore(target)
+    entry, payload = _payload(store, signed_in.session_key or "")
+    assert payload.d == {"cart": [1, 2], "_auth_user_id": "7"}
+    assert entry.user_id == "7"
+    assert entry.expires == pytest.approx(started + 1209600, abs=120)
+    entry, payload = _payload(store, remembered.session_key or "")
+    assert payload.d["theme"] == "dark"
+    # set_expiry(600) counts from the file's last write, as Django's file backend does.
+    assert entry.expires == pytest.approx(started + 600, abs=120)
+    assert store.load(legacy_key(stale.session_key or "")) is None
+
+
+def test_django_file_source_must_be_a_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        migrate,
+        ["django-file", "--from", str(tmp_path / "missing"), "--secret-key", SECRET,
+         "--store", f"sqlite:///{tmp_path / 'ws.db'}"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "missing" in result.output
 
 
 def test_django_pickled_and_expired_rows_are_skipped(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -263,29 +264,89 @@ def _table(name: str) -> str:
     return ".".join(f'"{part}"' for part in name.split("."))
 
 
+def _django_data(token: str, session_data: str, secret_keys: list[str]) -> dict[str, Any] | Skipped:
+    """The data of one Django session (signed JSON, Django's default serializer)."""
+    try:
+        raw = django_unsign(session_data, secret_keys)
+    except PermissionError as exc:
+        return Skipped(BAD_SIGNATURE, f"{token[:6]}...: {exc}")
+    except ValueError as exc:
+        return Skipped(UNDECODABLE, f"{token[:6]}...: {exc}")
+    if raw.startswith(_PICKLE_START):
+        return Skipped(PICKLED, f"{token[:6]}...: PickleSerializer data")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return Skipped(UNDECODABLE, f"{token[:6]}...: {exc}")
+    if not isinstance(data, dict):
+        return Skipped(UNDECODABLE, f"{token[:6]}...: not a JSON object")
+    return data
+
+
 def read_django(rows: Iterable[tuple[Any, ...]], secret_keys: list[str]) -> Iterator[Item]:
     """Records from ``(session_key, session_data, expire_date)`` rows of ``django_session``."""
     for session_key, session_data, expire_date in rows:
         token = str(session_key)
-        try:
-            raw = django_unsign(str(session_data), secret_keys)
-        except PermissionError as exc:
-            yield Skipped(BAD_SIGNATURE, f"{token[:6]}...: {exc}")
-            continue
-        except ValueError as exc:
-            yield Skipped(UNDECODABLE, f"{token[:6]}...: {exc}")
-            continue
-        if raw.startswith(_PICKLE_START):
-            yield Skipped(PICKLED, f"{token[:6]}...: PickleSerializer data")
+        data = _django_data(token, str(session_data), secret_keys)
+        if isinstance(data, Skipped):
+            yield data
             continue
         try:
-            data = json.loads(raw)
             expires = _utc_timestamp(expire_date)
         except ValueError as exc:
             yield Skipped(UNDECODABLE, f"{token[:6]}...: {exc}")
             continue
-        if not isinstance(data, dict):
-            yield Skipped(UNDECODABLE, f"{token[:6]}...: not a JSON object")
+        yield LegacyRecord(token=token, data=data, expires=expires)
+
+
+#: Django's session keys: 32 of ``[a-z0-9]`` (``VALID_KEY_CHARS``).
+_DJANGO_KEY = re.compile(r"[a-z0-9]{32}")
+
+
+def _django_file_expiry(data: dict[str, Any], modified: float, cookie_age: float) -> float:
+    """When Django's file backend would stop loading a session written at ``modified``.
+
+    As ``SessionStore._expiry_date``: a ``set_expiry()`` value in the data (seconds,
+    or an ISO datetime) wins, else the file's modification time plus
+    ``SESSION_COOKIE_AGE``.
+    """
+    custom = data.get("_session_expiry")
+    if isinstance(custom, int | float) and not isinstance(custom, bool) and custom > 0:
+        return modified + float(custom)
+    if isinstance(custom, str):
+        stamp = _utc_timestamp(custom)
+        if stamp is not None:
+            return stamp
+    return modified + cookie_age
+
+
+def read_django_files(
+    directory: Path, prefix: str, secret_keys: list[str], cookie_age: float
+) -> Iterator[Item]:
+    """Records from the files of Django's ``file`` backend (``<prefix><session key>``)."""
+    try:
+        names = sorted(entry.name for entry in directory.iterdir())
+    except OSError as exc:
+        fail(f"cannot read --from {str(directory)!r}: {exc.strerror or exc}")
+    for name in names:
+        token = name[len(prefix) :]
+        if not name.startswith(prefix) or not _DJANGO_KEY.fullmatch(token):
+            continue  # not a session file (Django writes temp files beside them)
+        path = directory / name
+        try:
+            modified = path.stat().st_mtime
+            text = path.read_bytes()[: MAX_RECORD_BYTES * 2].decode("ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            yield Skipped(UNDECODABLE, f"{token[:6]}...: {exc}")
+            continue
+        data = _django_data(token, text, secret_keys)
+        if isinstance(data, Skipped):
+            yield data
+            continue
+        try:
+            expires = _django_file_expiry(data, modified, cookie_age)
+        except ValueError as exc:
+            yield Skipped(UNDECODABLE, f"{token[:6]}...: {exc}")
             continue
         yield LegacyRecord(token=token, data=data, expires=expires)
 
@@ -568,6 +629,72 @@ def django_db(
     with _target(store_url) as store, _rows(source, query) as rows:
         counts = _run(
             read_django(rows, list(secret_keys)),
+            store,
+            cutoff=cutoff,
+            user_key=user_key,
+            dry_run=dry_run,
+            verbose=verbose,
+        )
+    if counts[BAD_SIGNATURE] and not counts[MIGRATED] and not counts[PRESENT]:
+        fail("no session verified: is --secret-key the project's SECRET_KEY?")
+
+
+@migrate.command(name="django-file")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Django's SESSION_FILE_PATH (the directory its file backend writes).",
+)
+@click.option(
+    "--secret-key",
+    "secret_keys",
+    multiple=True,
+    required=True,
+    envvar="DJANGO_SECRET_KEY",
+    show_envvar=True,
+    help="Django's SECRET_KEY; repeat for SECRET_KEY_FALLBACKS.",
+)
+@click.option(
+    "--prefix",
+    default="sessionid",
+    show_default=True,
+    help="The file name prefix: Django's SESSION_COOKIE_NAME.",
+)
+@click.option(
+    "--cookie-age",
+    type=click.IntRange(min=1),
+    default=1209600,
+    show_default=True,
+    help="Django's SESSION_COOKIE_AGE, in seconds (a file's life after its last write).",
+)
+@click.option(
+    "--user-key",
+    default="_auth_user_id",
+    show_default=True,
+    help="Data key holding the signed-in user's id ('' for none).",
+)
+@_store_option
+@_cutoff_option
+@_dry_run_option
+@_verbose_option
+def django_file(
+    source: Path,
+    secret_keys: tuple[str, ...],
+    prefix: str,
+    cookie_age: int,
+    user_key: str,
+    store_url: str,
+    cutoff: datetime | None,
+    dry_run: bool,
+    verbose: bool,
+) -> None:
+    """Django's file sessions (signed JSON, the default serializer)."""
+    with _target(store_url) as store:
+        counts = _run(
+            read_django_files(source, prefix, list(secret_keys), cookie_age),
             store,
             cutoff=cutoff,
             user_key=user_key,
