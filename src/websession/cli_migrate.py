@@ -576,6 +576,29 @@ _verbose_option = click.option(
 )
 
 
+_django_secret_option = click.option(
+    "--secret-key",
+    "secret_keys",
+    multiple=True,
+    required=True,
+    envvar="DJANGO_SECRET_KEY",
+    show_envvar=True,
+    help="Django's SECRET_KEY; repeat for SECRET_KEY_FALLBACKS.",
+)
+_django_user_option = click.option(
+    "--user-key",
+    default="_auth_user_id",
+    show_default=True,
+    help="Data key holding the signed-in user's id ('' for none).",
+)
+
+
+def _check_django_key(counts: Counter[str]) -> None:
+    """Stop with a hint when not one Django session verified: the key is likely wrong."""
+    if counts[BAD_SIGNATURE] and not counts[MIGRATED] and not counts[PRESENT]:
+        fail("no session verified: is --secret-key the project's SECRET_KEY?")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def migrate() -> None:
     """Copy live sessions of Django, Flask-Session or starsessions into a websession store.
@@ -594,22 +617,9 @@ def migrate() -> None:
     metavar="URL|PATH",
     help="The Django database: an SQLAlchemy URL or the path of an SQLite file.",
 )
-@click.option(
-    "--secret-key",
-    "secret_keys",
-    multiple=True,
-    required=True,
-    envvar="DJANGO_SECRET_KEY",
-    show_envvar=True,
-    help="Django's SECRET_KEY; repeat for SECRET_KEY_FALLBACKS.",
-)
+@_django_secret_option
 @click.option("--table", default="django_session", show_default=True)
-@click.option(
-    "--user-key",
-    default="_auth_user_id",
-    show_default=True,
-    help="Data key holding the signed-in user's id ('' for none).",
-)
+@_django_user_option
 @_store_option
 @_cutoff_option
 @_dry_run_option
@@ -635,8 +645,7 @@ def django_db(
             dry_run=dry_run,
             verbose=verbose,
         )
-    if counts[BAD_SIGNATURE] and not counts[MIGRATED] and not counts[PRESENT]:
-        fail("no session verified: is --secret-key the project's SECRET_KEY?")
+    _check_django_key(counts)
 
 
 @migrate.command(name="django-file")
@@ -648,15 +657,7 @@ def django_db(
     metavar="DIR",
     help="Django's SESSION_FILE_PATH (the directory its file backend writes).",
 )
-@click.option(
-    "--secret-key",
-    "secret_keys",
-    multiple=True,
-    required=True,
-    envvar="DJANGO_SECRET_KEY",
-    show_envvar=True,
-    help="Django's SECRET_KEY; repeat for SECRET_KEY_FALLBACKS.",
-)
+@_django_secret_option
 @click.option(
     "--prefix",
     default="sessionid",
@@ -670,12 +671,7 @@ def django_db(
     show_default=True,
     help="Django's SESSION_COOKIE_AGE, in seconds (a file's life after its last write).",
 )
-@click.option(
-    "--user-key",
-    default="_auth_user_id",
-    show_default=True,
-    help="Data key holding the signed-in user's id ('' for none).",
-)
+@_django_user_option
 @_store_option
 @_cutoff_option
 @_dry_run_option
@@ -701,8 +697,7 @@ def django_file(
             dry_run=dry_run,
             verbose=verbose,
         )
-    if counts[BAD_SIGNATURE] and not counts[MIGRATED] and not counts[PRESENT]:
-        fail("no session verified: is --secret-key the project's SECRET_KEY?")
+    _check_django_key(counts)
 
 
 @migrate.command(name="flask-session")
