@@ -476,6 +476,79 @@ def test_gc_has_nothing_to_do_for_cookies_or_native_ttl(monkeypatch: pytest.Monk
     )
 
 
+_GC_APP = """
+import asyncio
+
+from websession.asgi import SessionMiddleware as ASGIMiddleware
+from websession.stores import SQLiteStore
+from websession.wsgi import SessionMiddleware
+
+expired = []
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b""]
+
+
+async def asgi_app(scope, receive, send):
+    pass
+
+
+def on_expire(event):
+    expired.append((event.handle, event.user_id))
+
+
+async def on_expire_async(event):
+    await asyncio.sleep(0)
+    expired.append((event.handle, event.user_id))
+
+
+application = SessionMiddleware(app, store=SQLiteStore({path!r}), on_expire=on_expire)
+asgi = ASGIMiddleware(asgi_app, store=SQLiteStore({path!r}), on_expire=on_expire_async)
+not_a_middleware = app
+"""
+
+
+@pytest.mark.parametrize("name", ["application", "asgi"])
+def test_gc_through_the_app_runs_its_on_expire_hook(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    module = f"gc_app_{name}"
+    (tmp_path / f"{module}.py").write_text(_GC_APP.format(path=str(store.path)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for i in range(3):
+        put(store, f"{i:064x}", ttl=0.05, user_id=f"user-{i}")
+    put(store, "f" * 64)  # live
+    time.sleep(0.1)
+    result = run("gc", "--app", f"{module}:{name}", "--batch", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Removed 3 expired sessions in 2 batches")
+    hooked = sys.modules[module].expired
+    assert sorted(hooked) == [(handle_of(f"{i:064x}"), f"user-{i}") for i in range(3)]
+    assert [key for key, _ in store.entries()] == ["f" * 64]
+
+
+def test_gc_app_errors_say_what_to_give(store: SQLiteStore, tmp_path: Path) -> None:
+    (tmp_path / "gc_app_errors.py").write_text(_GC_APP.format(path=str(store.path)))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        wrong = run("gc", "--app", "gc_app_errors:not_a_middleware")
+        assert wrong.exit_code == 2
+        assert "not a websession SessionMiddleware" in wrong.output
+        missing = run("gc", "--app", "no_such_module_here:app")
+        assert missing.exit_code == 2
+        assert "cannot import 'no_such_module_here'" in missing.output
+        shape = run("gc", "--app", "gc_app_errors")
+        assert shape.exit_code == 2
+        assert "MODULE:NAME" in shape.output
+        both = run("gc", "--app", "gc_app_errors:application", "--store", "sqlite:///x.db")
+        assert both.exit_code == 2
+        assert "not both" in both.output
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
 # -- stats and demo ------------------------------------------------------------------------
 
 

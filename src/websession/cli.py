@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,6 +48,54 @@ _MISSING_DEPS = (
     "websession: the command-line tool needs click and rich ({name} is not installed).\n"
     "Install them with:  pip install 'websession[cli]'\n"
 )
+
+
+def _load_middleware(path: str) -> Any:
+    """The websession SessionMiddleware (WSGI or ASGI) named ``module:attribute``."""
+    import importlib
+
+    from ._clitools import fail
+    from .asgi import SessionMiddleware as ASGIMiddleware
+    from .wsgi import SessionMiddleware as WSGIMiddleware
+
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        fail(f"--app {path!r}: give MODULE:NAME, e.g. myproject.wsgi:application")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as gunicorn and uvicorn find the app
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        fail(f"--app {path!r}: cannot import {module_name!r}: {exc}")
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            fail(f"--app {path!r}: {module_name!r} has no {attribute!r}")
+    if not isinstance(found, WSGIMiddleware | ASGIMiddleware):
+        fail(
+            f"--app {path!r} is a {type(found).__name__}, not a websession SessionMiddleware; "
+            "name the SessionMiddleware object that wraps the app (keep a reference to it)"
+        )
+    return found
+
+
+@contextmanager
+def _batches_of(middleware: Any) -> Iterator[Callable[[int], int]]:
+    """``limit -> removed`` through the middleware; the ASGI one's on one event loop."""
+    import asyncio
+    import inspect
+
+    if not inspect.iscoroutinefunction(middleware.delete_expired):
+        yield middleware.delete_expired
+        return
+    with asyncio.Runner() as runner:
+
+        def batch(limit: int) -> int:
+            removed: int = runner.run(middleware.delete_expired(limit))
+            return removed
+
+        yield batch
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -247,49 +295,79 @@ def make_cli() -> click.Group:
         default=None,
         help="Stop after removing this many (default: until none are left).",
     )
-    def gc(store_url: str, batch: int, max_total: int | None) -> None:
+    @click.option(
+        "--app",
+        "app_path",
+        metavar="MODULE:NAME",
+        default=None,
+        help="Collect through the app's websession SessionMiddleware (WSGI or ASGI), so "
+        "its on_expire hook runs for each session removed; its store replaces --store.",
+    )
+    def gc(store_url: str, batch: int, max_total: int | None, app_path: str | None) -> None:
         """Delete expired sessions, in bounded batches.
 
         For stores without native expiry (SQLite, files); run it from cron or a
-        timer. Each batch is one store call, so locks are held briefly.
+        timer. Each batch is one store call, so locks are held briefly. With
+        --app, the app's on_expire hook hears of each session removed (memory
+        and SQLite stores can say which).
         """
         out = stdout_console()
+        if app_path is not None:
+            source = click.get_current_context().get_parameter_source("store_url")
+            if source is not None and source.name == "COMMANDLINE":
+                fail("give --app or --store, not both: with --app the app's own store is used")
+            middleware = _load_middleware(app_path)
+            with _batches_of(middleware) as delete_expired:
+                _collect(out, middleware.store, delete_expired, batch, max_total)
+            return
         if _scheme(store_url) == "cookie":
             out.print("cookie:// sessions expire in the browser; there is nothing to collect.")
             return
         with opened(store_url) as store:
-            if getattr(store, "native_ttl", False):
-                out.print(
-                    f"{type(store).__name__} expires sessions itself (native TTL); "
-                    "there is nothing to do."
-                )
-                return
-            total = batches = 0
-            started = time.perf_counter()
-            progress = Progress(
-                SpinnerColumn(),
-                TextColumn("[progress.description]{task.description}"),
-                TextColumn("{task.completed} removed"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            with progress:
-                task = progress.add_task("Deleting expired sessions", total=max_total)
-                while max_total is None or total < max_total:
-                    limit = batch if max_total is None else min(batch, max_total - total)
-                    removed = store.delete_expired(limit=limit)
-                    total += removed
-                    batches += 1
-                    progress.update(task, completed=total)
-                    if removed < limit:
-                        break
-            elapsed = time.perf_counter() - started
-            noun = "session" if total == 1 else "sessions"
+            _collect(out, store, store.delete_expired, batch, max_total)
+
+    def _collect(
+        out: Console,
+        store: Any,
+        delete_expired: Callable[[int], int],
+        batch: int,
+        max_total: int | None,
+    ) -> None:
+        """Call ``delete_expired`` in batches until a batch comes back short."""
+        if getattr(store, "native_ttl", False) or getattr(
+            getattr(store, "sync", None), "native_ttl", False
+        ):
             out.print(
-                f"Removed {total} expired {noun} in {batches} "
-                f"batch{'' if batches == 1 else 'es'} ({elapsed:.2f} s)."
+                f"{type(store).__name__} expires sessions itself (native TTL); "
+                "there is nothing to do."
             )
+            return
+        total = batches = 0
+        started = time.perf_counter()
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            TextColumn("{task.completed} removed"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("Deleting expired sessions", total=max_total)
+            while max_total is None or total < max_total:
+                limit = batch if max_total is None else min(batch, max_total - total)
+                removed = delete_expired(limit)
+                total += removed
+                batches += 1
+                progress.update(task, completed=total)
+                if removed < limit:
+                    break
+        elapsed = time.perf_counter() - started
+        noun = "session" if total == 1 else "sessions"
+        out.print(
+            f"Removed {total} expired {noun} in {batches} "
+            f"batch{'' if batches == 1 else 'es'} ({elapsed:.2f} s)."
+        )
 
     @cli.command(name="ls")
     @store_option
