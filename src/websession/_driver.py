@@ -23,7 +23,7 @@ from .identity import (
     revoke_events,
     settle_all,
 )
-from .ids import ID_LENGTH, handle_of, hash_id, is_id_shaped
+from .ids import handle_of
 from .session import Session
 from .stores.base import Entry, InlineAsyncStore
 from .stores.cookie import CookieStore
@@ -145,8 +145,6 @@ class Driver:
         self.csrf_header_key = config.csrf_header_name.lower().encode("latin-1")
         self.inline = self.async_store is None
         self.autoload = config.autoload
-        #: Server-side ids and no legacy lookup: load() may take its inlined path.
-        self._plain_ids = client is None and self.flow.legacy_until is None
 
     # -- the request cycle: what every framework glue does -------------------------
 
@@ -211,10 +209,6 @@ class Driver:
             token = session._token = get_cookie(cookies, self.cookie_name) or None
             if token is None:
                 return
-        if self._plain_ids and len(token) == ID_LENGTH and is_id_shaped(token):
-            # The usual request, inlined: a well-formed id, looked up once by its hash.
-            self._fetch(session, hash_id(token), flow.loaded)
-            return
         key = flow.load_key(session)
         if key is not None and not self._fetch(session, key, flow.loaded):
             return

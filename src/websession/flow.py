@@ -19,7 +19,7 @@ import msgspec
 from .codecs import DecodeError, Payload, decode_payload, encode_payload, encode_value
 from .config import SessionConfig
 from .errors import Conflict, Gone, PayloadTooLarge, SessionError
-from .ids import LEGACY_TOKEN_MAX, hash_id, is_valid_id, legacy_key, new_id
+from .ids import ID_LENGTH, LEGACY_TOKEN_MAX, hash_id, is_id_shaped, legacy_key, new_id
 from .stores.base import AsyncStore, Entry, Meta, Store
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class Flow:
                 return None
             self.loaded(session, "", entry)
             return None
-        if not is_valid_id(token):
+        if len(token) != ID_LENGTH or is_id_shaped(token) is None:  # is_valid_id, unrolled
             until = self.legacy_until
             if until is None or self.clock() >= until:
                 security_log.warning(
@@ -314,10 +314,7 @@ class Flow:
         if entry is None:
             session._stale = True
             return None
-        now = self.clock()
-        if now >= entry.expires or (  # _expired(), inlined: every load passes here
-            self._absolute is not None and now >= entry.created + self._absolute
-        ):
+        if self._expired(entry, self.clock()):
             session._stale = True
             session._event("expire", key, None, entry.user_id)
             return key or None
@@ -382,12 +379,7 @@ class Flow:
         entry = session._entry
         if session._retired and entry is not None:
             return NOTHING
-        if (  # session._is_empty(), inlined on the path of every save
-            not session._data
-            and not session._user_id
-            and session._csrf is None
-            and not session._flashes
-        ):
+        if session._is_empty():
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
                 session._event("destroy", session._key or "", None, entry.user_id)
@@ -397,9 +389,7 @@ class Flow:
         # The absolute timeout counts from creation, and login starts a new session:
         # periodic regenerate() must never extend the cap, a fresh login may.
         created = entry.created if entry is not None and not session._login else now
-        ttl = session._expiry if session._expiry is not None else self._idle  # as _ttl()
-        if self._absolute is not None:
-            ttl = min(ttl, created + self._absolute - now)
+        ttl = self._ttl(session, created, now)
         if ttl <= 0:
             if entry is not None:
                 yield Delete(session._key)  # type: ignore[arg-type]
