@@ -100,3 +100,17 @@ def test_the_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("websession").joinpath("py.typed").is_file()
+
+
+def test_a_store_contract_without_make_store_cannot_be_instantiated() -> None:
+    from websession.testing import AsyncStoreContract, StoreContract
+
+    class Forgot(StoreContract):
+        pass
+
+    class AsyncForgot(AsyncStoreContract):
+        pass
+
+    for contract in (Forgot, AsyncForgot):
+        with pytest.raises(TypeError, match="make_store"):
+            contract()

@@ -30,6 +30,7 @@ number of other sessions. Stores without the index skip those tests.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import inspect
@@ -128,8 +129,12 @@ def _payload(data: dict[str, Any]) -> bytes:
 BINARY_PAYLOAD = bytes(range(256)) + b"\x00end"
 
 
-class _Contract:
-    """What both contracts give ``make_store``: ``self.tmp_path``, the test's own directory."""
+class _Contract(abc.ABC):
+    """What both contracts give ``make_store``: ``self.tmp_path``, the test's own directory.
+
+    ``make_store`` is abstract: a subclass that forgets it cannot be instantiated,
+    so pytest reports the missing method instead of running the tests.
+    """
 
     tmp_path: Path
 
@@ -144,9 +149,9 @@ class StoreContract(_Contract):
     Subclasses implement :meth:`make_store`.
     """
 
+    @abc.abstractmethod
     def make_store(self, clock: Callable[[], float]) -> Store:
         """Return a fresh, empty, isolated store that reads the time from ``clock``."""
-        raise NotImplementedError("subclasses of StoreContract define make_store(self, clock)")
 
     @pytest.fixture
     def clock(self) -> FakeClock:
@@ -654,9 +659,9 @@ class AsyncStoreContract(_Contract):
     whose clients bind to a loop work too.
     """
 
+    @abc.abstractmethod
     def make_store(self, clock: Callable[[], float]) -> AsyncStore:
         """Return a fresh, empty, isolated async store that reads the time from ``clock``."""
-        raise NotImplementedError("subclasses of AsyncStoreContract define make_store(self, clock)")
 
     def run(self, test: AsyncTest) -> None:
         """Run ``test(store, clock)`` on a fresh store in a fresh event loop; close the store."""
