@@ -194,6 +194,13 @@ class Driver:
             if old is not None:
                 await self._afetch(session, old, flow.adopt_legacy)
 
+    def cookie_token(self, cookies: str | Iterable[tuple[bytes, bytes]] | None) -> str | None:
+        """The session token in a ``Cookie`` header (str) or in ASGI raw headers, or None."""
+        if cookies is not None and not isinstance(cookies, str):
+            cookies = header_value(cookies, b"cookie")
+        # An empty value (a half-deleted cookie) is no session, not an attack to log.
+        return get_cookie(cookies, self.cookie_name) or None
+
     def load(self, session: Session) -> None:
         """The lazy loader of inline sessions (runs on the first touch)."""
         flow = self.flow
@@ -203,10 +210,7 @@ class Driver:
             if cookies is None:
                 return
             session._cookies = None
-            if not isinstance(cookies, str):
-                cookies = header_value(cookies, b"cookie")
-            # An empty value (a half-deleted cookie) is no session, not an attack to log.
-            token = session._token = get_cookie(cookies, self.cookie_name) or None
+            token = session._token = self.cookie_token(cookies)
             if token is None:
                 return
         key = flow.load_key(session)

@@ -13,7 +13,7 @@ from typing import Any, Unpack
 
 from ._driver import QUIET, Driver, add_vary, is_public
 from .config import SessionConfig, SessionFields
-from .cookies import get_cookie, header_value
+from .cookies import header_value
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
@@ -148,9 +148,7 @@ class SessionMiddleware:
                 driver.prepare(session)
         else:
             if driver.cookie_transport:
-                token = _header(scope, b"cookie")
-                # An empty value (a half-deleted cookie) is no session, not an attack to log.
-                token = (get_cookie(token, driver.cookie_name) or None) if token else None
+                token = driver.cookie_token(scope.get("headers", ()))
             else:
                 token = _header(scope, self._header_key) or None
             try:
