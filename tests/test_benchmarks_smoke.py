@@ -125,4 +125,35 @@ def test_a_missing_server_is_reported_not_measured(tmp_path: Path) -> None:
     assert "not measured: no Redis server at WEBSESSION_REDIS_URL=" in done.stdout
     assert "redis store level not measured" in done.stdout
     assert data["store_level"] == []
+    assert data["request_split"] == []
     assert not any("redis" in t["check"] for t in data["targets"])
+
+
+def test_network_run_splits_a_read_request_and_measures_the_lazy_case(tmp_path: Path) -> None:
+    """On the real Redis and PostgreSQL servers: the split section and the autoload=False rows."""
+    from services import redis_client
+
+    redis_client().close()  # skips (fails under CI) without a Redis server
+    out = tmp_path / "net.json"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.run", "--quick", "--iterations", "5",
+            "--repeats", "1", "--only", "wsgi,asgi,redis", "--json", str(out),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    (split,) = data["request_split"]
+    assert split["store"] == "redis"
+    assert split["raw_name"] == "GET"
+    for name in ("raw_us", "local_us", "back_to_back_us", "ours_us"):
+        assert split[name] > 0
+    assert "where a WSGI read request goes" in done.stdout
+    lazy = {
+        r["scenario"]: r
+        for r in data["rows"]
+        if r["impl"] == "websession lazy" and r["family"] == "asgi" and r["store"] == "redis"
+    }
+    assert set(lazy) == set(SCENARIOS)
+    assert all(row["skipped"] == "" for row in lazy.values())
