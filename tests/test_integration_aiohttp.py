@@ -247,6 +247,20 @@ async def test_autoload_false_still_gives_a_loaded_session() -> None:
         assert store.calls["load"] == 1
 
 
+async def test_getting_the_session_without_reading_it_marks_nothing() -> None:
+    store = SlowAsyncStore(MemoryStore())
+
+    async def fetch_only(request: web.Request) -> web.Response:
+        await get_session(request)
+        return web.Response(text="hi")
+
+    async with serve({"/fetch": fetch_only, "/count": count}, store) as client:
+        await client.get("/count")
+        response = await client.get("/fetch")
+        assert "Vary" not in response.headers
+        assert session_cookie(response) is None
+
+
 async def test_async_store_round_trip_and_header_transport() -> None:
     store = SlowAsyncStore(MemoryStore())
     async with serve({"/count": count}, store, transport="header") as client:

@@ -93,9 +93,10 @@ async def get_session(request: web.Request) -> Session:
     session = state.session
     if session is None:
         session = state.session = await state.driver.aopen(state.token)
-        # get_session() is this integration's lazy load already: with autoload=False
-        # too, what it returns is loaded.
-        await session.load()
+        if not session._loaded:
+            # get_session() is this integration's lazy load already: with
+            # autoload=False too, what it returns is loaded.
+            await session.load()
     return session
 
 
