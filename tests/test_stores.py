@@ -429,6 +429,36 @@ def pragma(path: Path | str, name: str) -> object:
 
 
 class TestSQLiteStoreSpecific:
+    def test_threads_opening_a_new_database_together_all_save(self, tmp_path: Path) -> None:
+        # The first connections to a fresh file race to switch it to WAL; SQLite
+        # answers the loser "database is locked" at once, without its busy
+        # handler, so a request used to fail with StoreUnavailable (seen in CI
+        # as a 503 on the first requests of a threaded server).
+        failures: list[str] = []
+        for trial in range(150):
+            store = SQLiteStore(tmp_path / f"fresh-{trial}.db")
+            start = threading.Barrier(4)
+
+            def save(i: int, store: SQLiteStore = store, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    store.save(
+                        make_key(str(i)), b"{}", expected_version=None, ttl=60, meta=Meta(1, 1)
+                    )
+                except StoreError as exc:
+                    failures.append(str(exc))
+
+            threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if not failures:
+                assert sorted(key for key, _ in store.entries()) == sorted(
+                    make_key(str(i)) for i in range(4)
+                )
+        assert failures == []
+
     @pytest.mark.parametrize(("option", "expected"), [("NORMAL", 1), ("FULL", 2), ("full", 2)])
     def test_wal_and_synchronous_in_effect(
         self, tmp_path: Path, option: str, expected: int

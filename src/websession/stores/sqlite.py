@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator
 
 from ..errors import Conflict, Gone, SessionConfigError, StoreUnavailable
@@ -208,14 +209,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise StoreUnavailable(
-                    f"{self!r}: the database refused WAL journal mode (got {mode!r})"
-                )
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            for statement in self._sql_schema:
-                conn.execute(statement)
+            self._prepare(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise self._unavailable(exc) from exc
@@ -225,6 +219,36 @@ class SQLiteStore:
         local.connection = conn
         local.generation = _fork_generation
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """WAL, the synchronous level and the schema, on a new connection.
+
+        Switching a fresh file to WAL takes an exclusive lock, and SQLite
+        answers "database is locked" at once, without its busy handler, when
+        another connection holds the file meanwhile (several threads opening a
+        new database together). That step is retried, briefly, up to
+        ``timeout``. A file already in WAL (the mode persists) skips it.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StoreUnavailable(
+                f"{self!r}: the database refused WAL journal mode (got {mode!r})"
+            )
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        for statement in self._sql_schema:
+            conn.execute(statement)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"{self!r} failed: {exc}")
