@@ -575,11 +575,19 @@ class Driver:
 
 def add_vary(headers: list[tuple[str, str]], value: str) -> None:
     """Add ``value`` to the response's Vary header (merging with an existing one)."""
-    lower = value.lower()
-    for i, (name, current) in enumerate(headers):
-        if name.lower() == "vary":
-            if current.strip() == "*" or lower in (v.strip().lower() for v in current.split(",")):
-                return
-            headers[i] = (name, f"{current}, {value}")
-            return
+    for name, _ in headers:
+        # The length first: most responses have no Vary, and this skips their lower().
+        if len(name) == 4 and name.lower() == "vary":
+            for i, (key, current) in enumerate(headers):
+                if key.lower() == "vary":
+                    headers[i] = (key, merged_vary(current, value))
+                    return
     headers.append(("Vary", value))
+
+
+def merged_vary(current: str, value: str) -> str:
+    """A Vary header value that also names ``value``."""
+    lower = value.lower()
+    if current.strip() == "*" or lower in (v.strip().lower() for v in current.split(",")):
+        return current
+    return f"{current}, {value}"

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Unpack
 
-from ._driver import QUIET, Driver, add_vary, is_public
+from ._driver import QUIET, Driver, is_public, merged_vary
 from .config import SessionConfig, SessionFields
 from .cookies import header_value
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
@@ -290,10 +290,11 @@ class SessionMiddleware:
 
     def _vary(self, headers: list[tuple[bytes, bytes]]) -> None:
         value = self._vary_value
-        for i, (name, current) in enumerate(headers):
-            if name.lower() == b"vary":
-                merged = [(name.decode("latin-1"), current.decode("latin-1"))]
-                add_vary(merged, value.decode("latin-1"))
-                headers[i] = (name, merged[0][1].encode("latin-1"))
-                return
+        for name, _ in headers:
+            if len(name) == 4 and name.lower() == b"vary":
+                for i, (key, current) in enumerate(headers):
+                    if key.lower() == b"vary":
+                        merged = merged_vary(current.decode("latin-1"), value.decode("latin-1"))
+                        headers[i] = (key, merged.encode("latin-1"))
+                        return
         headers.append((b"vary", value))

@@ -251,9 +251,18 @@ def encode_value(key: str, value: Any) -> bytes:
         raise UnserializableValue(key, value, str(exc)) from None
 
 
+def is_tagged(raw: bytes) -> bool:
+    """Whether an encoded payload or value holds any type tag (datetime, set, ...).
+
+    ``find``, not ``in``: ``bytes.__contains__`` first tries its argument as an
+    int and raises and clears a TypeError on every call.
+    """
+    return raw.find(_TAG_MARK) >= 0
+
+
 def decode_value(raw: bytes) -> Any:
     value = _any_decoder.decode(raw)
-    return _untag(value) if _TAG_MARK in raw else value
+    return _untag(value) if is_tagged(raw) else value
 
 
 def check_value(key: str, value: Any) -> None:
@@ -307,11 +316,14 @@ def encode_payload(payload: Payload, dirty: Iterable[str] | None = None) -> byte
         raise
 
 
-def decode_payload(raw: bytes) -> Payload:
-    """Decode a stored payload; :class:`DecodeError` if it is corrupt or foreign."""
+def decode_payload(raw: bytes, tagged: bool | None = None) -> Payload:
+    """Decode a stored payload; :class:`DecodeError` if it is corrupt or foreign.
+
+    ``tagged``: what :func:`is_tagged` answered for ``raw``, when the caller asked.
+    """
     try:
         payload = _payload_decoder.decode(raw)
-        if _TAG_MARK in raw:
+        if tagged or (tagged is None and raw.find(_TAG_MARK) >= 0):
             payload.d = _untag(payload.d)
             if payload.f:
                 payload.f = [(c, _untag(m)) for c, m in payload.f]

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .codecs import DecodeError, Payload, decode_payload, encode_payload, encode_value
+from .codecs import (
+    DecodeError,
+    Payload,
+    decode_payload,
+    encode_payload,
+    encode_value,
+    is_tagged,
+)
 from .config import SessionConfig
 from .errors import Conflict, Gone, PayloadTooLarge, SessionError
 from .ids import ID_LENGTH, LEGACY_TOKEN_MAX, hash_id, is_id_shaped, legacy_key, new_id
@@ -298,12 +305,13 @@ class Flow:
             return None
         if self.clock() >= entry.expires:
             return key
+        tagged = is_tagged(entry.payload)
         try:
-            payload = decode_payload(entry.payload)
+            payload = decode_payload(entry.payload, tagged)
         except DecodeError as exc:
             security_log.warning("migrated session payload rejected: %s", exc)
             return None
-        session._adopt(entry, payload, key)
+        session._adopt(entry, payload, key, tagged)
         session._rotate = True
         session._login = True
         session.modified = True
@@ -318,13 +326,15 @@ class Flow:
             session._stale = True
             session._event("expire", key, None, entry.user_id)
             return key or None
+        # One scan for type tags serves the decode and the commit's dirty-key shortcut.
+        tagged = is_tagged(entry.payload)
         try:
-            payload = decode_payload(entry.payload)
+            payload = decode_payload(entry.payload, tagged)
         except DecodeError as exc:
             security_log.warning("stored session payload rejected, starting afresh: %s", exc)
             session._stale = True
             return None
-        session._adopt(entry, payload, key)
+        session._adopt(entry, payload, key, tagged)
         return None
 
     def settled(self, session: Session, status: int) -> Outcome | None:

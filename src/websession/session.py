@@ -17,7 +17,7 @@ from uuid import UUID
 
 import msgspec
 
-from .codecs import check_value
+from .codecs import check_value, is_tagged
 from .config import to_seconds
 from .errors import SessionStateError
 
@@ -176,8 +176,8 @@ class Session(MutableMapping[str, Any]):
         self._loaded = True
         await aloader(self)
 
-    def _adopt(self, entry: Entry, payload: Payload, key: str) -> None:
-        """Called by the flow with what the store returned."""
+    def _adopt(self, entry: Entry, payload: Payload, key: str, tagged: bool | None = None) -> None:
+        """Called by the flow with what the store returned (``tagged``: see ``is_tagged``)."""
         self._entry = entry
         self._key = key
         self._loaded_payload = entry.payload
@@ -191,7 +191,7 @@ class Session(MutableMapping[str, Any]):
         self._user_id = entry.user_id
         # A payload without type tags decodes to plain JSON values only, which the
         # commit's encode need not walk again unless they were set or handed out.
-        self._clean_load = b'"\\u0000t"' not in entry.payload
+        self._clean_load = not (is_tagged(entry.payload) if tagged is None else tagged)
         self.is_new = False
 
     # -- the mapping -------------------------------------------------------------

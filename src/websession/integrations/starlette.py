@@ -356,8 +356,8 @@ class _LinkedSession(CoreSession):
         self._token = token
         self._legacy = False
 
-    def _adopt(self, entry: Entry, payload: Payload, key: str) -> None:
-        super()._adopt(entry, payload, key)
+    def _adopt(self, entry: Entry, payload: Payload, key: str, tagged: bool | None = None) -> None:
+        super()._adopt(entry, payload, key, tagged)
         view = self._view
         dict.clear(view)
         dict.update(view, self._data)
