@@ -182,7 +182,7 @@ class Session(MutableMapping[str, Any]):
         self._key = key
         self._loaded_payload = entry.payload
         self._data = payload.d
-        self._flashes = list(payload.f)
+        self._flashes = payload.f  # a fresh list from the decoder, ours to keep
         self._csrf = payload.c
         self._expiry = payload.x
         self._browser_session = payload.b
