@@ -104,6 +104,7 @@ from ..errors import Conflict, Gone, SessionConfigError, StoreError, StoreUnavai
 from ..urls import mask_url
 from ._network import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._network import entry_from, host_port, pack, seconds, unpack
+from ._redis_lane import lane_for
 from .base import Clock, Entry, Meta, check_limit, default_clock
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
@@ -417,6 +418,8 @@ class _RedisCommon(abc.ABC):
         self._cluster = isinstance(self.client, _PendingCluster) or hasattr(
             self.client, "nodes_manager"
         )
+        #: Connections of its own for GET and EVALSHA (plain clients only; see _redis_lane).
+        self._lane: Any = lane_for(self.client, asynchronous=isinstance(self, AsyncRedisStore))
 
     @abc.abstractmethod
     def _check_client(self, client: Any) -> None:
@@ -752,15 +755,16 @@ class RedisStore(_RedisCommon):
         _refuse_decoding(client, "RedisStore")
 
     def _eval(self, script: _Script, keys: tuple[bytes, ...], *args: bytes) -> Any:
-        client = self.client
+        lane = self._lane
+        execute = lane.execute if lane is not None else self.client.execute_command
         count = str(len(keys)).encode()
         try:
             try:
-                return client.execute_command("EVALSHA", script.sha, count, *keys, *args)
+                return execute("EVALSHA", script.sha, count, *keys, *args)
             except NoScriptError:
                 # The server lost its script cache (restart, SCRIPT FLUSH): EVAL
                 # runs the script and caches it again.
-                return client.execute_command("EVAL", script.body, count, *keys, *args)
+                return execute("EVAL", script.body, count, *keys, *args)
         except _FAILURES as exc:
             raise self._error(exc) from exc
 
@@ -787,8 +791,13 @@ class RedisStore(_RedisCommon):
         round trip, a ``PTTL``, for its expiry.
         """
         name = self._prefix + key.encode()
+        lane = self._lane
         try:
-            value = self.client.execute_command("GET", name)
+            value = (
+                lane.execute("GET", name)
+                if lane is not None
+                else self.client.execute_command("GET", name)
+            )
             if value is None or value[:2] != _W1_TAG:
                 return self._current(value)
             pttl = self.client.execute_command("PTTL", name)
@@ -896,8 +905,11 @@ class RedisStore(_RedisCommon):
         """Close the idle connections of a client the store built (a client you passed stays open).
 
         Safe while other threads still use the store: their connections are left
-        alone, and the next call opens a new one.
+        alone, and the next call opens a new one. The connections the store
+        opened for its per-request commands are closed in either case.
         """
+        if self._lane is not None:
+            self._lane.close()
         if not self._owned:
             return
         client = self.client
@@ -981,13 +993,14 @@ class AsyncRedisStore(_RedisCommon):
         _refuse_decoding(client, "AsyncRedisStore")
 
     async def _eval(self, script: _Script, keys: tuple[bytes, ...], *args: bytes) -> Any:
-        client = self.client
+        lane = self._lane
+        execute = lane.execute if lane is not None else self.client.execute_command
         count = str(len(keys)).encode()
         try:
             try:
-                return await client.execute_command("EVALSHA", script.sha, count, *keys, *args)
+                return await execute("EVALSHA", script.sha, count, *keys, *args)
             except NoScriptError:
-                return await client.execute_command("EVAL", script.body, count, *keys, *args)
+                return await execute("EVAL", script.body, count, *keys, *args)
         except _FAILURES as exc:
             raise self._error(exc) from exc
 
@@ -1014,8 +1027,13 @@ class AsyncRedisStore(_RedisCommon):
         round trip, a ``PTTL``, for its expiry.
         """
         name = self._prefix + key.encode()
+        lane = self._lane
         try:
-            value = await self.client.execute_command("GET", name)
+            value = await (
+                lane.execute("GET", name)
+                if lane is not None
+                else self.client.execute_command("GET", name)
+            )
             if value is None or value[:2] != _W1_TAG:
                 return self._current(value)
             pttl = await self.client.execute_command("PTTL", name)
@@ -1081,7 +1099,10 @@ class AsyncRedisStore(_RedisCommon):
         return int(await self._run(self._revoke_user(user_id, keep)))
 
     async def aclose(self) -> None:
-        """Close a client the store built (a client you passed stays open)."""
+        """Close a client the store built (a client you passed stays open), and the
+        connections the store opened for its per-request commands."""
+        if self._lane is not None:
+            await self._lane.aclose()
         if self._owned:
             await self.client.aclose()
             if self._sentinel is not None:
