@@ -197,3 +197,24 @@ def test_many_threads_share_the_store_connections() -> None:
         thread.join()
     assert wrong == []
     store.close()
+
+
+def test_a_client_patched_before_the_store_is_built_sees_every_command() -> None:
+    seen: list[str] = []
+    client = redis.Redis.from_url(REDIS_URL)
+    plain = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        seen.append(str(args[0]))
+        return plain(*args, **options)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+    store = RedisStore(client, prefix=fresh_prefix())
+    key = make_key("patched")
+    store.load(key)
+    version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
+    seen.clear()
+    store.load(key)
+    store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
+    assert seen == ["GET", "EVALSHA"]
+    client.close()

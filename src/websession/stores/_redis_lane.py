@@ -62,6 +62,7 @@ def _pool_of(client: Any) -> Any | None:
     execute = getattr(type(client), "execute_command", None)
     if (
         execute is None
+        or "execute_command" in getattr(client, "__dict__", ())
         or hasattr(execute, "__wrapped__")
         or getattr(execute, "__module__", None) not in _REDIS_CLIENT_MODULES
     ):
