@@ -575,13 +575,12 @@ class Driver:
 
 def add_vary(headers: list[tuple[str, str]], value: str) -> None:
     """Add ``value`` to the response's Vary header (merging with an existing one)."""
-    for name, _ in headers:
+    for header in headers:
+        name = header[0]
         # The length first: most responses have no Vary, and this skips their lower().
         if len(name) == 4 and name.lower() == "vary":
-            for i, (key, current) in enumerate(headers):
-                if key.lower() == "vary":
-                    headers[i] = (key, merged_vary(current, value))
-                    return
+            headers[headers.index(header)] = (name, merged_vary(header[1], value))
+            return
     headers.append(("Vary", value))
 
 

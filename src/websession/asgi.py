@@ -290,11 +290,10 @@ class SessionMiddleware:
 
     def _vary(self, headers: list[tuple[bytes, bytes]]) -> None:
         value = self._vary_value
-        for name, _ in headers:
+        for header in headers:
+            name = header[0]
             if len(name) == 4 and name.lower() == b"vary":
-                for i, (key, current) in enumerate(headers):
-                    if key.lower() == b"vary":
-                        merged = merged_vary(current.decode("latin-1"), value.decode("latin-1"))
-                        headers[i] = (key, merged.encode("latin-1"))
-                        return
+                merged = merged_vary(header[1].decode("latin-1"), value.decode("latin-1"))
+                headers[headers.index(header)] = (name, merged.encode("latin-1"))
+                return
         headers.append((b"vary", value))

@@ -323,7 +323,7 @@ def decode_payload(raw: bytes, tagged: bool | None = None) -> Payload:
     """
     try:
         payload = _payload_decoder.decode(raw)
-        if tagged or (tagged is None and raw.find(_TAG_MARK) >= 0):
+        if is_tagged(raw) if tagged is None else tagged:
             payload.d = _untag(payload.d)
             if payload.f:
                 payload.f = [(c, _untag(m)) for c, m in payload.f]

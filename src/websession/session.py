@@ -17,7 +17,7 @@ from uuid import UUID
 
 import msgspec
 
-from .codecs import check_value, is_tagged
+from .codecs import check_value
 from .config import to_seconds
 from .errors import SessionStateError
 
@@ -176,8 +176,12 @@ class Session(MutableMapping[str, Any]):
         self._loaded = True
         await aloader(self)
 
-    def _adopt(self, entry: Entry, payload: Payload, key: str, tagged: bool | None = None) -> None:
-        """Called by the flow with what the store returned (``tagged``: see ``is_tagged``)."""
+    def _adopt(self, entry: Entry, payload: Payload, key: str, tagged: bool) -> None:
+        """Called by the flow with what the store returned.
+
+        ``tagged``: whether the payload held type tags (``codecs.is_tagged``),
+        asked once by the flow for the decode and for this.
+        """
         self._entry = entry
         self._key = key
         self._loaded_payload = entry.payload
@@ -191,7 +195,7 @@ class Session(MutableMapping[str, Any]):
         self._user_id = entry.user_id
         # A payload without type tags decodes to plain JSON values only, which the
         # commit's encode need not walk again unless they were set or handed out.
-        self._clean_load = not (is_tagged(entry.payload) if tagged is None else tagged)
+        self._clean_load = not tagged
         self.is_new = False
 
     # -- the mapping -------------------------------------------------------------

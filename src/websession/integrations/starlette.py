@@ -356,7 +356,7 @@ class _LinkedSession(CoreSession):
         self._token = token
         self._legacy = False
 
-    def _adopt(self, entry: Entry, payload: Payload, key: str, tagged: bool | None = None) -> None:
+    def _adopt(self, entry: Entry, payload: Payload, key: str, tagged: bool) -> None:
         super()._adopt(entry, payload, key, tagged)
         view = self._view
         dict.clear(view)

@@ -420,6 +420,11 @@ class _RedisCommon(abc.ABC):
         )
         #: Connections of its own for GET and EVALSHA (plain clients only; see _redis_lane).
         self._lane: Any = lane_for(self.client, asynchronous=isinstance(self, AsyncRedisStore))
+        #: Sends the per-request commands (GET, EVALSHA): on the lane, else through the
+        #: client (a cluster stand-in forwards to the client that replaces it).
+        self._send: Callable[..., Any] = (
+            self._lane.execute if self._lane is not None else self.client.execute_command
+        )
 
     @abc.abstractmethod
     def _check_client(self, client: Any) -> None:
@@ -755,8 +760,7 @@ class RedisStore(_RedisCommon):
         _refuse_decoding(client, "RedisStore")
 
     def _eval(self, script: _Script, keys: tuple[bytes, ...], *args: bytes) -> Any:
-        lane = self._lane
-        execute = lane.execute if lane is not None else self.client.execute_command
+        execute = self._send
         count = str(len(keys)).encode()
         try:
             try:
@@ -791,13 +795,8 @@ class RedisStore(_RedisCommon):
         round trip, a ``PTTL``, for its expiry.
         """
         name = self._prefix + key.encode()
-        lane = self._lane
         try:
-            value = (
-                lane.execute("GET", name)
-                if lane is not None
-                else self.client.execute_command("GET", name)
-            )
+            value = self._send("GET", name)
             if value is None or value[:2] != _W1_TAG:
                 return self._current(value)
             pttl = self.client.execute_command("PTTL", name)
@@ -993,8 +992,7 @@ class AsyncRedisStore(_RedisCommon):
         _refuse_decoding(client, "AsyncRedisStore")
 
     async def _eval(self, script: _Script, keys: tuple[bytes, ...], *args: bytes) -> Any:
-        lane = self._lane
-        execute = lane.execute if lane is not None else self.client.execute_command
+        execute = self._send
         count = str(len(keys)).encode()
         try:
             try:
@@ -1027,13 +1025,8 @@ class AsyncRedisStore(_RedisCommon):
         round trip, a ``PTTL``, for its expiry.
         """
         name = self._prefix + key.encode()
-        lane = self._lane
         try:
-            value = await (
-                lane.execute("GET", name)
-                if lane is not None
-                else self.client.execute_command("GET", name)
-            )
+            value = await self._send("GET", name)
             if value is None or value[:2] != _W1_TAG:
                 return self._current(value)
             pttl = await self.client.execute_command("PTTL", name)
