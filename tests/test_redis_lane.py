@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import re
 import threading
 import time
 import uuid
@@ -27,7 +26,7 @@ from websession.errors import StoreUnavailable
 from websession.testing import make_key
 
 if TYPE_CHECKING:
-    from redis_servers import KillableRedis
+    from redis_servers import KillableRedis, RedisSentinel
 
 with requires("redis"):
     import redis
@@ -62,23 +61,35 @@ def _pause_server(url: str, seconds: float) -> threading.Thread:
     return waiter
 
 
-def test_a_timed_out_reply_never_answers_the_next_load(killable_redis: KillableRedis) -> None:
-    store = RedisStore(killable_redis.url, socket_timeout=0.3, socket_connect_timeout=0.3)
+@pytest.mark.parametrize("through", ["plain", "sentinel"])
+def test_a_timed_out_reply_never_answers_the_next_load(
+    through: str, request: pytest.FixtureRequest
+) -> None:
+    # Sentinel-managed connections do not disconnect themselves when a read times out:
+    # the store must drop them, or the late reply answers the next command.
+    if through == "plain":
+        server: KillableRedis = request.getfixturevalue("killable_redis")
+        url, server_url, prefix = server.url, server.url, "websession:"
+    else:
+        sentinel: RedisSentinel = request.getfixturevalue("redis_sentinel")
+        url, prefix = sentinel.url, fresh_prefix()
+        server_url = f"redis://127.0.0.1:{sentinel.master_port}/0"
+    store = RedisStore(url, prefix=prefix, socket_timeout=0.3, socket_connect_timeout=0.3)
     first, second = make_key("lane-first"), make_key("lane-second")
     store.save(first, b"first", expected_version=None, ttl=TTL, meta=meta())
     store.save(second, b"second", expected_version=None, ttl=TTL, meta=meta())
     entry = store.load(first)  # the store's connection is open and idle now
     assert entry is not None
-    waiter = _pause_server(killable_redis.url, 1.0)
-    with pytest.raises(StoreUnavailable, match=re.escape(killable_redis.url)):
+    waiter = _pause_server(server_url, 1.0)
+    with pytest.raises(StoreUnavailable, match="is unavailable"):
         store.load(second)  # its reply arrives after the timeout, on a dropped connection
     waiter.join()
-    entry = store.load(first)
-    assert entry is not None
-    assert entry.payload == b"first"
-    entry = store.load(second)
-    assert entry is not None
-    assert entry.payload == b"second"
+    for key, payload in ((first, b"first"), (second, b"second"), (first, b"first")):
+        entry = store.load(key)
+        assert entry is not None
+        assert entry.payload == payload
+    store.delete(first)
+    store.delete(second)
     store.close()
 
 
@@ -136,6 +147,19 @@ def test_a_forked_child_uses_connections_of_its_own() -> None:
     store.close()
 
 
+def _commands_a_request_sends(client: Any, seen: list[str]) -> list[str]:
+    """What ``seen`` records for one load and one save of a store on ``client``."""
+    store = RedisStore(client, prefix=fresh_prefix())
+    key = make_key("instrumented")
+    store.load(key)  # may cache the scripts first
+    version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
+    seen.clear()
+    store.load(key)
+    store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
+    store.close()
+    return list(seen)
+
+
 def test_a_wrapped_execute_command_sees_every_command() -> None:
     seen: list[str] = []
 
@@ -151,14 +175,21 @@ def test_a_wrapped_execute_command_sees_every_command() -> None:
 
     Traced.execute_command = traced  # type: ignore[method-assign]
     client = Traced.from_url(REDIS_URL)
-    store = RedisStore(client, prefix=fresh_prefix())
-    key = make_key("traced")
-    store.load(key)  # may cache the scripts first
-    version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
-    seen.clear()
-    store.load(key)
-    store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
-    assert seen == ["GET", "EVALSHA"]
+    assert _commands_a_request_sends(client, seen) == ["GET", "EVALSHA"]
+    client.close()
+
+
+def test_a_client_patched_before_the_store_is_built_sees_every_command() -> None:
+    seen: list[str] = []
+    client = redis.Redis.from_url(REDIS_URL)
+    plain = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        seen.append(str(args[0]))
+        return plain(*args, **options)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+    assert _commands_a_request_sends(client, seen) == ["GET", "EVALSHA"]
     client.close()
 
 
@@ -175,6 +206,27 @@ def test_closing_the_store_leaves_a_passed_client_working() -> None:
     assert entry.payload == b"kept"
     store.close()
     client.close()
+
+
+def test_close_disconnects_the_store_connections(killable_redis: KillableRedis) -> None:
+    admin = redis.Redis.from_url(killable_redis.url)
+
+    def others() -> int:  # connected clients besides admin
+        return len(admin.client_list()) - 1
+
+    client = redis.Redis.from_url(killable_redis.url)
+    store = RedisStore(client)  # a passed client: close() leaves its pool alone
+    key = make_key("closing")
+    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+    client.ping()  # the client's own pool holds a connection too
+    assert others() == 2
+    store.close()
+    assert others() == 1  # only the client's
+    store.load(key)
+    assert others() == 2
+    store.close()
+    client.close()
+    admin.close()
 
 
 def test_many_threads_share_the_store_connections() -> None:
@@ -199,22 +251,40 @@ def test_many_threads_share_the_store_connections() -> None:
     store.close()
 
 
-def test_a_client_patched_before_the_store_is_built_sees_every_command() -> None:
-    seen: list[str] = []
-    client = redis.Redis.from_url(REDIS_URL)
-    plain = client.execute_command
+def test_a_restart_while_the_connections_sit_idle_fails_no_request(
+    killable_redis: KillableRedis,
+) -> None:
+    # The idle connection is dead after the restart; the store finds out on its next
+    # command and sends that command again through the client, which reconnects.
+    store = RedisStore(killable_redis.url)
+    key = make_key("idle-restart")
+    store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+    assert store.load(key) is not None
+    killable_redis.kill()
+    killable_redis.restart()  # no persistence: the session is gone, the server is back
+    assert store.load(key) is None
+    store.save(key, b"y", expected_version=None, ttl=TTL, meta=meta())
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"y"
+    store.close()
 
-    def counting(*args: Any, **options: Any) -> Any:
-        seen.append(str(args[0]))
-        return plain(*args, **options)
 
-    client.execute_command = counting  # type: ignore[method-assign]
-    store = RedisStore(client, prefix=fresh_prefix())
-    key = make_key("patched")
-    store.load(key)
-    version = store.save(key, b"1", expected_version=None, ttl=TTL, meta=meta())
-    seen.clear()
-    store.load(key)
-    store.save(key, b"2", expected_version=version, ttl=TTL, meta=meta())
-    assert seen == ["GET", "EVALSHA"]
-    client.close()
+def test_an_async_restart_while_the_connections_sit_idle_fails_no_request(
+    killable_redis: KillableRedis,
+) -> None:
+    async def main() -> None:
+        store = AsyncRedisStore(killable_redis.url)
+        key = make_key("async-idle-restart")
+        await store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+        assert await store.load(key) is not None
+        await asyncio.to_thread(killable_redis.kill)
+        await asyncio.to_thread(killable_redis.restart)
+        assert await store.load(key) is None
+        await store.save(key, b"y", expected_version=None, ttl=TTL, meta=meta())
+        entry = await store.load(key)
+        assert entry is not None
+        assert entry.payload == b"y"
+        await store.aclose()
+
+    asyncio.run(main())
