@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -243,40 +244,84 @@ class TestAsyncSQLiteContract(_AsyncContract):
 
 
 class CursorLog:
-    """The statements on one table as the driver's cursors receive them.
+    """The statements on one table as the driver receives them.
 
-    Counted below SQLAlchemy (a cursor class given to the driver through
-    ``connect_args``), so statements the store sends on the DBAPI connection
-    directly count as much as those that go through Core.
+    Counted below SQLAlchemy, so statements the store sends on the DBAPI
+    connection directly count as much as those that go through Core: with a
+    cursor class given to the driver through ``connect_args`` (MySQL, SQLite),
+    and on PostgreSQL on the wire itself, from libpq's protocol trace of each
+    connection (:meth:`attach`), since the store sends its statements on
+    libpq without a cursor.
     """
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.statements: list[str] = []
+        self._statements: list[str] = []
+        self._trace: Path | None = None
+        self._read = 0  # how much of the trace has been counted
+        self._names: dict[str, str] = {}  # prepared statement name -> SQL, from Parse
+        self._bound: str | None = None  # the SQL of the last Bind
+
+    @property
+    def statements(self) -> list[str]:
+        self._drain()
+        return self._statements
 
     def record(self, sql: Any) -> None:
         text = str(sql)
         if self.table in text:
-            self.statements.append(text.split(None, 1)[0].upper())
+            self._statements.append(text.split(None, 1)[0].upper())
 
     def during(self, operation: Callable[[], Any]) -> list[str]:
         self.statements.clear()
         operation()
         return list(self.statements)
 
+    def attach(self, engine: Any, trace: Path) -> None:
+        """Trace the protocol of each PostgreSQL connection ``engine`` opens into ``trace``."""
+        from psycopg import pq
+
+        self._trace = trace
+        trace.touch()
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            pgconn = getattr(dbapi_connection, "driver_connection", dbapi_connection).pgconn
+            pgconn.trace(os.open(trace, os.O_WRONLY | os.O_APPEND))
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+
+        sa.event.listen(getattr(engine, "sync_engine", engine), "connect", on_connect)
+
+    def _drain(self) -> None:
+        """Count the statements executed on the table since the last look at the trace."""
+        if self._trace is None:
+            return
+        with self._trace.open("rb") as f:
+            f.seek(self._read)
+            text = f.read().decode()
+        complete = text.rfind("\n") + 1  # a message still being written waits for next time
+        self._read += len(text[:complete].encode())
+        # Messages start a line with F (frontend) or B, their length and name; SQL may span lines.
+        for message in re.split(r"\n(?=[FB]\t\d+\t)", text[:complete]):
+            fields = message.split("\t", 3)
+            if len(fields) < 4 or fields[0] != "F":
+                continue
+            kind, rest = fields[2], fields[3]
+            if kind == "Parse":
+                parsed = re.match(r' "([^"]*)" "(.*)" [\dN ]+$', rest.rstrip("\n"), re.S)
+                if parsed:
+                    self._names[parsed.group(1)] = parsed.group(2)
+            elif kind == "Bind":
+                bound = re.match(r' "[^"]*" "([^"]*)"', rest)
+                self._bound = self._names.get(bound.group(1)) if bound else None
+            elif kind == "Execute" and self._bound is not None:
+                self.record(self._bound)
+            elif kind == "Query":
+                self.record(rest.strip()[1:-1])
+
     def connect_args(self, backend: str, *, asynchronous: bool = False) -> dict[str, Any]:
         log = self
         if backend == "postgresql":
-            import psycopg
-
-            base: Any = psycopg.AsyncCursor if asynchronous else psycopg.Cursor
-
-            class PsycopgCursor(base):  # type: ignore[misc]
-                def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
-                    log.record(query)
-                    return super().execute(query, params, **options)
-
-            return {"cursor_factory": PsycopgCursor}
+            return {}  # traced on the wire: see attach
         if backend == "mysql":
             if asynchronous:
                 pytest.skip("asyncmy's cursor classes are compiled and cannot be subclassed")
@@ -304,7 +349,7 @@ class CursorLog:
 
 @pytest.mark.parametrize("engine_kind", ["built", "yours"])
 def test_one_statement_per_operation_on_the_happy_path(
-    database: Database, engine_kind: str
+    database: Database, engine_kind: str, tmp_path: Path
 ) -> None:
     # The store's own engine runs the hot statements on the DBAPI connection; an
     # engine you pass goes through Core. Either way one statement per operation.
@@ -317,6 +362,8 @@ def test_one_statement_per_operation_on_the_happy_path(
     else:
         engine = sa.create_engine(database.url, connect_args=connect_args)
         store = SQLStore(engine, table=table, clock=clock)
+    if database.name == "postgresql":
+        log.attach(store.engine, tmp_path / "trace")
     key = make_key("statements")
     version = 0
 
@@ -352,7 +399,9 @@ def async_counted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Da
     yield from open_database(request.param, tmp_path)
 
 
-def test_async_store_sends_one_statement_per_operation(async_counted: Database) -> None:
+def test_async_store_sends_one_statement_per_operation(
+    async_counted: Database, tmp_path: Path
+) -> None:
     database = async_counted
     table = database.new_table()
     log = CursorLog(table)
@@ -363,6 +412,8 @@ def test_async_store_sends_one_statement_per_operation(async_counted: Database) 
             table=table,
             connect_args=log.connect_args(database.name, asynchronous=True),
         )
+        if database.name == "postgresql":
+            log.attach(store.engine, tmp_path / "trace")
         key = make_key("async-statements")
         seen = []
         log.statements.clear()
@@ -1070,7 +1121,7 @@ class _CommitThenDrop:
 
     def __call__(self, step: Any) -> Any:
         result = self.real(step)
-        text = step.statement.text or ""
+        text = step[0].text or ""
         if not self.dropped and text.startswith(self.verb):
             self.dropped = True
             raise sa.exc.OperationalError(
@@ -1116,7 +1167,7 @@ def test_an_async_save_that_landed_before_the_connection_died_succeeds(
         async def commit_then_drop(step: Any) -> Any:
             nonlocal dropped
             result = await real(step)
-            text = step.statement.text or ""
+            text = step[0].text or ""
             if not dropped and text.startswith(verb):
                 dropped = True
                 raise sa.exc.OperationalError(
@@ -1487,32 +1538,27 @@ def test_threads_share_a_small_pool_too(server_database: Database) -> None:
     store.close()
 
 
-def test_no_driver_connection_serves_two_statements_at_once(postgres: Database) -> None:
-    import psycopg
+def test_no_driver_connection_serves_two_statements_at_once(
+    postgres: Database, tmp_path: Path
+) -> None:
+    # Seen on the wire: each connection's libpq protocol trace must show every
+    # command answered (ReadyForQuery) before the next one is sent.
+    from psycopg import pq
 
-    busy: set[int] = set()
-    overlaps: list[str] = []
-    executed = 0
+    traces: list[Path] = []
 
-    class ExclusiveCursor(psycopg.AsyncCursor):  # type: ignore[type-arg]
-        async def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
-            nonlocal executed
-            connection = id(self.connection)
-            if connection in busy:
-                overlaps.append(str(query))
-            busy.add(connection)
-            try:
-                return await super().execute(query, params, **options)
-            finally:
-                busy.discard(connection)
-                executed += 1
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        trace = tmp_path / f"connection-{len(traces)}"
+        traces.append(trace)
+        pgconn = dbapi_connection.driver_connection.pgconn
+        pgconn.trace(os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
 
     table = postgres.new_table()
 
     async def main() -> None:
-        store = AsyncSQLStore(
-            POSTGRES_URL, table=table, connect_args={"cursor_factory": ExclusiveCursor}
-        )
+        store = AsyncSQLStore(POSTGRES_URL, table=table)
+        sa.event.listen(store.engine.sync_engine, "connect", on_connect)
         keys = [make_key(f"exclusive-{i}") for i in range(50)]
 
         async def rounds(key: str) -> None:
@@ -1529,6 +1575,24 @@ def test_no_driver_connection_serves_two_statements_at_once(postgres: Database) 
         await store.aclose()
 
     asyncio.run(main())
+    executed = 0
+    overlaps = []
+    for trace in traces:
+        waiting = False  # a command was sent and its ReadyForQuery has not come yet
+        for line in trace.read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) < 3:
+                continue  # the rest of a statement's text
+            sender, message = fields[0], fields[2]
+            if sender == "F" and message in ("Sync", "Query"):
+                if waiting:
+                    overlaps.append(f"{trace.name}: {line}")
+                waiting = True
+            elif sender == "B" and message == "ReadyForQuery":
+                waiting = False
+            elif sender == "B" and message == "CommandComplete":
+                executed += 1
+    assert len(traces) > 1  # the calls did run on several connections at once
     assert executed >= 50 * 7
     assert overlaps == []
 
@@ -1599,4 +1663,231 @@ def test_store_from_url_and_the_middlewares_build_the_sql_store(tmp_path: Path) 
     asgi = ASGIMiddleware(wsgi_app(lambda s, e: None), store="postgresql+psycopg://h/db")
     assert type(wsgi.store) is SQLStore
     assert type(asgi.store) is AsyncSQLStore
+    store.close()
+
+
+# -- PostgreSQL: statements prepared and sent on libpq ----------------------------------------
+
+
+def _unopened(postgres: Database, **options: Any) -> SQLStore:
+    """A store on a fresh table whose engine has opened no connection yet."""
+    return SQLStore(POSTGRES_URL, table=postgres.new_table(), **options)
+
+
+def _opened(store: SQLStore | AsyncSQLStore) -> list[Any]:
+    """The psycopg connections the store's engine opens, in the order it opens them."""
+    opened: list[Any] = []
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        opened.append(getattr(dbapi_connection, "driver_connection", dbapi_connection))
+
+    sa.event.listen(getattr(store.engine, "sync_engine", store.engine), "connect", on_connect)
+    return opened
+
+
+def _prepared_here(connection: Any) -> list[str]:
+    """The statements prepared on ``connection``, by name (sync or async psycopg)."""
+    sql = "SELECT name FROM pg_prepared_statements ORDER BY name"
+    return [row[0] for row in connection.execute(sql).fetchall()]
+
+
+def test_postgresql_statements_are_prepared_once_per_connection(postgres: Database) -> None:
+    store = _unopened(postgres)
+    opened = _opened(store)
+    key = make_key("prepared")
+    version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+    for n in range(5):
+        entry = store.load(key)
+        assert entry is not None
+        version = store.save(key, b"%d" % n, expected_version=version, ttl=TTL, meta=meta())
+    assert len(opened) == 1
+    names = _prepared_here(opened[0])
+    # INSERT, SELECT, UPDATE: each prepared once, under a name of websession's own.
+    assert len(names) == 3
+    assert all(name.startswith("websession_") for name in names)
+    store.close()
+
+
+def test_postgresql_values_round_trip_exactly(postgres: Database) -> None:
+    # Binary parameters and results: floats to the last bit, text in UTF-8, NULLs.
+    store = postgres.store()
+    key = make_key("exact")
+    created = 1_700_000_000.123456789
+    seen = created + 0.1 + 0.2
+    payload = bytes(range(256)) * 3
+    store.save(
+        key,
+        payload,
+        expected_version=None,
+        ttl=TTL,
+        meta=Meta(created, seen, user_id="jörg-ß-✓", ip=None, user_agent="Mozilla/5.0 (ü) \x01"),
+    )
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == payload
+    assert (entry.created, entry.last_seen) == (created, seen)
+    assert (entry.user_id, entry.ip, entry.user_agent) == ("jörg-ß-✓", None, "Mozilla/5.0 (ü) \x01")
+    assert entry.version == 1
+    [(found, listed)] = store.sessions_for("jörg-ß-✓")
+    assert found == key
+    assert listed.last_seen == seen
+    store.close()
+
+
+def test_postgresql_statements_survive_deallocate_all(postgres: Database) -> None:
+    # A pooler's reset (DISCARD ALL, DEALLOCATE ALL) drops the prepared statements under
+    # the store: the next call prepares them again, on the same connection, and succeeds.
+    store = _unopened(postgres)
+    opened = _opened(store)
+    key = make_key("deallocated")
+    version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+    assert store.load(key) is not None
+    opened[0].execute("DEALLOCATE ALL")
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"one"
+    opened[0].execute("DEALLOCATE ALL")
+    version = store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta())
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.version) == (b"two", version)
+    assert len(opened) == 1  # no reconnect: the same connection prepared them again
+    store.close()
+
+
+def test_postgresql_statements_survive_a_column_type_change(postgres: Database) -> None:
+    # A migration that changes a column's type invalidates the prepared SELECT
+    # ("cached plan must not change result type"): it is prepared again.
+    store = postgres.store()
+    key = make_key("migrated")
+    store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta(ip="192.0.2.1"))
+    assert store.load(key) is not None
+    with postgres.admin.begin() as conn:
+        conn.execute(sa.text(f'ALTER TABLE "{store.table_name}" ALTER COLUMN ip TYPE TEXT'))
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.ip) == (b"one", "192.0.2.1")
+    store.close()
+
+
+def test_postgresql_prepare_threshold_none_keeps_psycopg_unprepared(postgres: Database) -> None:
+    # prepare_threshold=None tells psycopg never to prepare (a pooler that cannot keep
+    # prepared statements): the store then prepares nothing either.
+    store = _unopened(postgres, connect_args={"prepare_threshold": None})
+    opened = _opened(store)
+    key = make_key("unprepared")
+    version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+    for n in range(8):
+        assert store.load(key) is not None
+        version = store.save(key, b"%d" % n, expected_version=version, ttl=TTL, meta=meta())
+    assert len(opened) == 1
+    assert _prepared_here(opened[0]) == []
+    store.close()
+
+
+def test_async_postgresql_statements_are_prepared_and_survive_deallocate(
+    postgres: Database,
+) -> None:
+    table = postgres.new_table()
+
+    async def main() -> None:
+        store = AsyncSQLStore(POSTGRES_URL, table=table)
+        opened = _opened(store)
+        key = make_key("async-prepared")
+        version = await store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+        for n in range(3):
+            assert await store.load(key) is not None
+            version = await store.save(
+                key, b"%d" % n, expected_version=version, ttl=TTL, meta=meta()
+            )
+        assert len(opened) == 1
+        names = [
+            row[0]
+            for row in await (
+                await opened[0].execute("SELECT name FROM pg_prepared_statements")
+            ).fetchall()
+        ]
+        assert len(names) == 3
+        assert all(name.startswith("websession_") for name in names)
+        await opened[0].execute("DEALLOCATE ALL")
+        entry = await store.load(key)
+        assert entry is not None
+        assert (entry.payload, entry.version) == (b"2", version)
+        assert len(opened) == 1
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_postgresql_statements_stay_prepared_while_connections_cycle_through_the_pool(
+    postgres: Database, tmp_path: Path
+) -> None:
+    # More callers than pooled connections: connections go back to the pool between
+    # calls and come out again. What was prepared on one is remembered with it, so each
+    # statement is sent for preparing once per connection, never once per checkout.
+    from psycopg import pq
+
+    traces: list[Path] = []
+    store = _unopened(postgres, pool_size=2, max_overflow=0, pool_timeout=10)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        trace = tmp_path / f"connection-{len(traces)}"
+        traces.append(trace)
+        dbapi_connection.pgconn.trace(os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    sa.event.listen(store.engine, "connect", on_connect)
+    keys = [make_key(f"cycle-{i}") for i in range(6)]
+    for key in keys:
+        store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
+    barrier = threading.Barrier(6)
+
+    def loads(key: str) -> int:
+        barrier.wait()
+        return sum(store.load(key) is not None for _ in range(40))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(loads, keys)) == [40] * 6
+    store.close()
+    assert len(traces) == 2
+    for trace in traces:
+        parses = re.findall(r'\tParse\t "(websession_\w+)"', trace.read_text())
+        assert parses, "the connection ran the store's statements"
+        assert len(parses) == len(set(parses)), f"{trace.name} prepared a statement twice"
+
+
+def test_postgresql_on_a_null_pool_prepares_nothing(postgres: Database, tmp_path: Path) -> None:
+    # Every call on a NullPool opens a new connection: preparing there would cost each call
+    # a round trip more, so the statements go as psycopg sends them, one round trip each.
+    from sqlalchemy.pool import NullPool
+
+    store = _unopened(postgres, poolclass=NullPool)
+    log = CursorLog(store.table_name)
+    log.attach(store.engine, tmp_path / "trace")
+    key = make_key("null-pool")
+    version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+    assert log.during(lambda: store.load(key)) == ["SELECT"]
+    assert store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta()) == version + 1
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"two"
+    assert not re.search(r"\tParse\t \"websession_", (tmp_path / "trace").read_text())
+    store.close()
+
+
+def test_postgresql_with_a_non_utf8_client_encoding_keeps_psycopg(
+    postgres: Database, tmp_path: Path
+) -> None:
+    # Text goes to libpq as UTF-8 bytes, so a connection in another client encoding is
+    # left to psycopg, which converts: the values still round trip, nothing is prepared
+    # under websession's names.
+    store = _unopened(postgres, connect_args={"client_encoding": "LATIN1"})
+    log = CursorLog(store.table_name)
+    log.attach(store.engine, tmp_path / "trace")
+    key = make_key("latin1")
+    store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta(user_agent="Café/1.0"))
+    entry = store.load(key)
+    assert entry is not None
+    assert (entry.payload, entry.user_agent) == (b"one", "Café/1.0")
+    assert not re.search(r"\tParse\t \"websession_", (tmp_path / "trace").read_text())
     store.close()

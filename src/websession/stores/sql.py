@@ -276,11 +276,20 @@ class _Statement:
     always goes through Core.
     """
 
-    __slots__ = ("core", "fixed", "order", "text")
+    __slots__ = ("core", "fixed", "order", "pg", "text")
 
-    def __init__(self, core: Any, dialect: sa.Dialect, *, direct: bool = True) -> None:
+    def __init__(
+        self,
+        core: Any,
+        dialect: sa.Dialect,
+        *,
+        direct: bool = True,
+        numbered: sa.Dialect | None = None,
+    ) -> None:
         self.core = core
         self.text: str | None = None
+        #: The statement as sent on libpq directly (PostgreSQL with psycopg; see _pq).
+        self.pg: Any = None
         self.order: tuple[str, ...] | None = None
         self.fixed: dict[str, Any] = {}
         if direct:
@@ -294,6 +303,10 @@ class _Statement:
             }
             if compiled.positional:
                 self.order = tuple(compiled.positiontup or ())
+            if numbered is not None:  # on libpq: the $n dialect of _pq.numbered
+                from ._pq import pg_statement
+
+                self.pg = pg_statement(core, numbered)
 
     def bind(self, params: dict[str, Any]) -> Any:
         """The parameters in the form the driver's paramstyle wants."""
@@ -305,10 +318,9 @@ class _Statement:
         return tuple([params[name] for name in order])
 
 
-class _Step(NamedTuple):
-    statement: _Statement
-    params: dict[str, Any]
-    mode: int
+#: One statement to run: (statement, params, mode). A plain tuple: a NamedTuple's
+#: constructor costs ~3,000 instructions, paid on every load and save.
+_Step = tuple[_Statement, dict[str, Any], int]
 
 
 #: Yielded by a save's steps to ask the driver whether a step was retried after a disconnect.
@@ -320,7 +332,12 @@ _AGAIN = object()
 class _Statements:
     """Every statement the store runs, built (and compiled) once per store."""
 
-    def __init__(self, table: sa.Table, dialect: sa.Dialect) -> None:
+    def __init__(self, table: sa.Table, dialect: sa.Dialect, *, pq: bool = False) -> None:
+        numbered = None
+        if pq:
+            from ._pq import numbered as numbered_dialect
+
+            numbered = numbered_dialect(dialect)
         c = table.c
         key = c.session_key == sa.bindparam("p_key")
         live = c.expires_at > sa.bindparam("p_now")
@@ -330,7 +347,7 @@ class _Statements:
         )  # fmt: skip
 
         def prepare(core: Any, *, direct: bool = True) -> _Statement:
-            return _Statement(core, dialect, direct=direct)
+            return _Statement(core, dialect, direct=direct, numbered=numbered)
 
         self.load = prepare(sa.select(*self.columns).where(key, live))
         self.live_version = prepare(sa.select(c.version).where(key, live))
@@ -419,7 +436,9 @@ def _entry(row: Any) -> Entry:
 
 
 def _loaded(row: Any) -> Entry | None:
-    return None if row is None else _entry(row)
+    if row is None or type(row) is Entry:  # on libpq the load reads its row into an Entry
+        return row
+    return _entry(row)
 
 
 def _missing_table(exc: sa_exc.SQLAlchemyError) -> bool:
@@ -540,14 +559,13 @@ class _SQLCommon(abc.ABC):
         self.table = self._schema.sessions
         #: Both tables (sessions and schema record), e.g. for ``metadata.drop_all(engine)``.
         self.metadata = self._schema.metadata
-        self._sql = _Statements(self.table, dialect)
-        #: The sync engine every operation runs on (the async store's ``sync_engine``).
-        self._engine: Engine = self._sync_engine(self.engine)
         # Engines the store built run the hot statements on the pooled DBAPI connection
         # directly (see _direct_attempt), which commits nothing: in autocommit only. An
         # engine you pass goes through Core, so its events, instrumentation and
         # transaction settings see every statement.
         self._direct = self._autocommit
+        #: The sync engine every operation runs on (the async store's ``sync_engine``).
+        self._engine: Engine = self._sync_engine(self.engine)
         #: Connections held checked out between calls, each with its cursor (see _direct_attempt).
         self._idle: collections.deque[tuple[Any, Any, Any]] = collections.deque()
         pool = self._engine.pool
@@ -568,6 +586,25 @@ class _SQLCommon(abc.ABC):
             and dialect.driver in self._native_drivers
             and isinstance(pool, QueuePool | NullPool)
         )
+        # On PostgreSQL with psycopg the direct path goes one step further down: the
+        # statements are prepared once per connection and sent on libpq (see _pq).
+        # The async store does so only on its native path, where it awaits the socket;
+        # not on a NullPool, whose every call is a new connection (preparing there
+        # would add a round trip to each call).
+        pq = (
+            self._direct
+            and dialect.name == "postgresql"
+            and dialect.driver == "psycopg"
+            and (self._native or not dialect.is_async)
+            and not isinstance(pool, NullPool)
+        )
+        #: The class of the PgCursor the store holds on libpq (None: not on libpq).
+        self._pgcursor: type[Any] | None = None
+        if pq:
+            from ._pq import PgCursor
+
+            self._pgcursor = PgCursor
+        self._sql = _Statements(self.table, dialect, pq=pq)
         self._dialect = dialect
         self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self.url = self.engine.url.render_as_string(hide_password=True)
@@ -696,7 +733,7 @@ class _SQLCommon(abc.ABC):
         attempt would only double the wait for a server that is down.
         """
         if isinstance(exc, sa_exc.IntegrityError):
-            if step.mode == _INSERT:
+            if step[2] == _INSERT:
                 return False  # the key exists
         elif isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated and not retried:
             log.info("the database at %s dropped a connection; retrying once", self.url)
@@ -757,27 +794,35 @@ class _SQLCommon(abc.ABC):
         serves. The dialect's disconnect detection and SQLAlchemy's exception
         types are still used, so errors look exactly like the Core path's.
         """
-        dialect = self._dialect
         dbapi_error = self._dbapi_error
-        text = statement.text
         pool = self._engine.pool
-        held = self._take()
-        if held is not None and held[0] is pool:
-            conn, cursor = held[1], held[2]
-        else:
-            if held is not None:  # from a pool that close() disposed of meanwhile
-                held[1].close()
+        idle = self._idle
+        try:
+            held_pool, conn, cursor = idle.pop()  # what _take does, on the hottest path
+        except IndexError:
+            held_pool = None
+        if held_pool is not pool:
+            if held_pool is not None:  # from a pool that close() disposed of meanwhile
+                conn.close()
             try:
                 conn = self._checkout()
-                cursor = conn.cursor()
+                cursor = self._cursor(conn, conn.cursor())
             except dbapi_error as exc:
-                raise _wrap(text, exc, dbapi_error, dialect, disconnect=False) from exc
+                raise _wrap(
+                    statement.text, exc, dbapi_error, self._dialect, disconnect=False
+                ) from exc
         try:
-            cursor.execute(text, statement.bind(params))
-            # fetchall, so the statement is finished (SQLite would otherwise keep
-            # its read snapshot open while the cursor waits in the stack).
-            value = _result(mode, cursor, cursor.fetchall() if mode in _FETCHING else None)
+            on_libpq = type(cursor) is self._pgcursor
+            if on_libpq and statement.pg is not None:
+                value = cursor.run(statement.pg, params, mode)
+            else:
+                plain = cursor.cursor if on_libpq else cursor
+                plain.execute(statement.text, statement.bind(params))
+                # fetchall, so the statement is finished (SQLite would otherwise keep
+                # its read snapshot open while the cursor waits in the stack).
+                value = _result(mode, plain, plain.fetchall() if mode in _FETCHING else None)
         except dbapi_error as exc:
+            dialect = self._dialect
             disconnect = dialect.is_disconnect(exc, conn.dbapi_connection, cursor)  # type: ignore[arg-type]
             if disconnect:
                 self._broken(conn, exc)
@@ -785,17 +830,33 @@ class _SQLCommon(abc.ABC):
                 with contextlib.suppress(dbapi_error):
                     cursor.close()
                 conn.close()
-            raise _wrap(text, exc, dbapi_error, dialect, disconnect=disconnect) from exc
+            raise _wrap(statement.text, exc, dbapi_error, dialect, disconnect=disconnect) from exc
         except BaseException:
             # Interrupted mid-statement: the connection's state is unknown.
             conn.invalidate()
             raise
-        if not self._hold(pool, conn, cursor):
+        if len(idle) < self._keep and not self._waiting and pool is self._engine.pool:
+            idle.append((pool, conn, cursor))  # _hold's answer when no one is waiting
+        elif not self._hold(pool, conn, cursor):
             cursor.close()
             conn.close()
         return value
 
     # -- held connections, for both forms -------------------------------------------------
+
+    def _cursor(self, conn: Any, cursor: Any) -> Any:
+        """What the store holds with ``conn``: its cursor, or on libpq a PgCursor around it.
+
+        What was prepared on a connection is kept in the pool's ``info`` of that
+        connection, which follows it back into the pool and out again and is
+        cleared when the connection is closed or invalidated: a statement is
+        prepared once per connection, not once per checkout.
+        """
+        pgcursor = self._pgcursor
+        if pgcursor is not None and pgcursor.usable(conn.driver_connection):
+            prepared = conn.info.setdefault("websession_prepared", set())
+            return pgcursor(conn.driver_connection, cursor, prepared)
+        return cursor
 
     def _take(self) -> tuple[Any, Any, Any] | None:
         """A held (pool, connection, cursor), or None: then the caller checks one out."""
@@ -872,24 +933,24 @@ class _SQLCommon(abc.ABC):
     def _load_step(self, key: str) -> _Step:
         # The call every request with a session makes, and one statement with nothing
         # to decide: the drivers run the step itself (a generator would cost ~2 µs).
-        return _Step(self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST)
+        return (self._sql.load, {"p_key": key, "p_now": self._clock()}, _FIRST)
 
     def _touch_steps(self, key: str, ttl: float) -> Generator[Any, Any, bool]:
         now = self._clock()
         if ttl <= 0:
-            yield _Step(self._sql.delete, {"p_key": key}, _ROWS)
+            yield (self._sql.delete, {"p_key": key}, _ROWS)
             return False
         params = {"p_key": key, "p_now": now, "p_expires": now + ttl, "p_seen": now}
-        rows = yield _Step(self._sql.touch, params, _ROWS)
+        rows = yield (self._sql.touch, params, _ROWS)
         return bool(rows == 1)
 
     def _delete_steps(self, key: str) -> Generator[Any, Any, None]:
-        yield _Step(self._sql.delete, {"p_key": key}, _ROWS)
+        yield (self._sql.delete, {"p_key": key}, _ROWS)
 
     def _delete_expired_steps(self, limit: int) -> Generator[Any, Any, int]:
         check_limit(limit)
         params = {"p_now": self._clock(), "p_limit": limit}
-        return int((yield _Step(self._sql.delete_expired, params, _ROWS)))
+        return int((yield (self._sql.delete_expired, params, _ROWS)))
 
     def _entries_steps(
         self, prefix: str, user_id: str | None, limit: int | None
@@ -907,23 +968,23 @@ class _SQLCommon(abc.ABC):
         stmt = stmt.order_by(c.updated_at.desc(), c.session_key)
         if limit is not None:
             stmt = stmt.limit(check_limit(limit))
-        rows = yield _Step(_Statement(stmt, self._dialect, direct=False), {}, _ALL)
+        rows = yield (_Statement(stmt, self._dialect, direct=False), {}, _ALL)
         return [(row[0], _entry(row[1:])) for row in rows if row[0].startswith(prefix)]
 
     def _sessions_for_steps(self, user_id: str) -> Generator[Any, Any, list[tuple[str, Entry]]]:
         params = {"p_user": user_id, "p_now": self._clock()}
-        rows = yield _Step(self._sql.sessions_for, params, _ALL)
+        rows = yield (self._sql.sessions_for, params, _ALL)
         return [(row[0], _entry(row[1:])) for row in rows]
 
     def _revoke_steps(self, key: str) -> Generator[Any, Any, bool]:
-        rows = yield _Step(self._sql.revoke, {"p_key": key, "p_now": self._clock()}, _ROWS)
+        rows = yield (self._sql.revoke, {"p_key": key, "p_now": self._clock()}, _ROWS)
         return bool(rows == 1)
 
     def _revoke_user_steps(self, user_id: str, keep: Collection[str]) -> Generator[Any, Any, int]:
         if isinstance(keep, str):
             raise SessionConfigError("keep= takes a collection of keys, not one key as a string")
         params = {"p_user": user_id, "p_now": self._clock(), "p_keep": sorted(set(keep))}
-        return int((yield _Step(self._sql.revoke_user, params, _ROWS)))
+        return int((yield (self._sql.revoke_user, params, _ROWS)))
 
     def _save_steps(
         self, key: str, payload: bytes, expected_version: int | None, ttl: float, meta: Meta
@@ -932,11 +993,11 @@ class _SQLCommon(abc.ABC):
         now = self._clock()
         if ttl <= 0:
             if expected_version is None:
-                live = yield _Step(sql.live_version, {"p_key": key, "p_now": now}, _FIRST)
+                live = yield (sql.live_version, {"p_key": key, "p_now": now}, _FIRST)
                 if live is not None:
                     raise Conflict("a session with this key already exists")
                 return 1
-            deleted = yield _Step(
+            deleted = yield (
                 sql.delete_version,
                 {"p_key": key, "p_expected": expected_version, "p_now": now},
                 _ROWS,
@@ -956,16 +1017,16 @@ class _SQLCommon(abc.ABC):
             "p_now": now,
         }
         if expected_version is None:
-            if (yield _Step(sql.insert, params, _INSERT)):
+            if (yield (sql.insert, params, _INSERT)):
                 return 1
             # The key exists: an expired row may be taken over, a live one may not.
-            if (yield _Step(sql.take_over, params, _ROWS)) == 1:
+            if (yield (sql.take_over, params, _ROWS)) == 1:
                 return 1
             if (yield from self._landed(key, payload, 1, now)):
                 return 1
             raise Conflict("a session with this key already exists")
         params["p_expected"] = expected_version
-        if (yield _Step(sql.update, params, _ROWS)) == 1:
+        if (yield (sql.update, params, _ROWS)) == 1:
             return expected_version + 1
         if (yield from self._landed(key, payload, expected_version + 1, now)):
             return expected_version + 1
@@ -977,7 +1038,7 @@ class _SQLCommon(abc.ABC):
         """After a retried step: did the first attempt commit before its connection died?"""
         if not (yield _RETRIED):
             return False
-        row = yield _Step(self._sql.live_payload, {"p_key": key, "p_now": now}, _FIRST)
+        row = yield (self._sql.live_payload, {"p_key": key, "p_now": now}, _FIRST)
         return row is not None and row[0] == version and bytes(row[1]) == payload
 
     def _why_not(self, key: str, now: float) -> Generator[Any, Any, StoreError]:
@@ -985,7 +1046,7 @@ class _SQLCommon(abc.ABC):
         # The write already failed; this read only tells the caller why. Its answer
         # may be a moment newer than the write's, which is harmless: either way the
         # save is refused.
-        live = yield _Step(self._sql.live_version, {"p_key": key, "p_now": now}, _FIRST)
+        live = yield (self._sql.live_version, {"p_key": key, "p_now": now}, _FIRST)
         if live is None:
             return Gone("the session was deleted meanwhile")
         return Conflict("the session was saved by another request")
@@ -1357,8 +1418,14 @@ class AsyncSQLStore(_SQLCommon):
                 cursor = conn.driver_connection.cursor()
                 if inspect.isawaitable(cursor):  # aiosqlite opens it on its own thread
                     cursor = await cursor
-            await cursor.execute(text, statement.bind(params))
-            value = _result(mode, cursor, await cursor.fetchall() if mode in _FETCHING else None)
+                cursor = self._cursor(conn, cursor)
+            on_libpq = type(cursor) is self._pgcursor
+            if on_libpq and statement.pg is not None:
+                value = await cursor.arun(statement.pg, params, mode)
+            else:
+                plain = cursor.cursor if on_libpq else cursor
+                await plain.execute(text, statement.bind(params))
+                value = _result(mode, plain, await plain.fetchall() if mode in _FETCHING else None)
         except Exception as error:
             failure = _adapted(conn, error)
             if not isinstance(failure, dbapi_error):
