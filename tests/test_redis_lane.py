@@ -61,19 +61,22 @@ def _pause_server(url: str, seconds: float) -> threading.Thread:
     return waiter
 
 
+def _pausable(through: str, request: pytest.FixtureRequest) -> tuple[str, str, str]:
+    """(store URL, URL of the server to pause, key prefix) for a plain or a Sentinel client."""
+    if through == "plain":
+        server: KillableRedis = request.getfixturevalue("killable_redis")
+        return server.url, server.url, "websession:"
+    sentinel: RedisSentinel = request.getfixturevalue("redis_sentinel")
+    return sentinel.url, f"redis://127.0.0.1:{sentinel.master_port}/0", fresh_prefix()
+
+
 @pytest.mark.parametrize("through", ["plain", "sentinel"])
 def test_a_timed_out_reply_never_answers_the_next_load(
     through: str, request: pytest.FixtureRequest
 ) -> None:
     # Sentinel-managed connections do not disconnect themselves when a read times out:
     # the store must drop them, or the late reply answers the next command.
-    if through == "plain":
-        server: KillableRedis = request.getfixturevalue("killable_redis")
-        url, server_url, prefix = server.url, server.url, "websession:"
-    else:
-        sentinel: RedisSentinel = request.getfixturevalue("redis_sentinel")
-        url, prefix = sentinel.url, fresh_prefix()
-        server_url = f"redis://127.0.0.1:{sentinel.master_port}/0"
+    url, server_url, prefix = _pausable(through, request)
     store = RedisStore(url, prefix=prefix, socket_timeout=0.3, socket_connect_timeout=0.3)
     first, second = make_key("lane-first"), make_key("lane-second")
     store.save(first, b"first", expected_version=None, ttl=TTL, meta=meta())
@@ -91,6 +94,38 @@ def test_a_timed_out_reply_never_answers_the_next_load(
     store.delete(first)
     store.delete(second)
     store.close()
+
+
+@pytest.mark.parametrize("through", ["plain", "sentinel"])
+def test_an_async_load_times_out_and_its_late_reply_answers_nothing(
+    through: str, request: pytest.FixtureRequest
+) -> None:
+    # The async lane applies socket_timeout to each command itself (redis-py would wrap
+    # every write in asyncio.wait_for): a paused server is StoreUnavailable in time,
+    # and the late reply, on a dropped connection, never answers a later load.
+    url, server_url, prefix = _pausable(through, request)
+
+    async def main() -> None:
+        store = AsyncRedisStore(url, prefix=prefix, socket_timeout=0.3, socket_connect_timeout=2)
+        first, second = make_key("atimeout-first"), make_key("atimeout-second")
+        await store.save(first, b"first", expected_version=None, ttl=TTL, meta=meta())
+        await store.save(second, b"second", expected_version=None, ttl=TTL, meta=meta())
+        assert await store.load(first) is not None
+        waiter = _pause_server(server_url, 1.2)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="is unavailable"):
+            await store.load(second)
+        assert time.monotonic() - started < 1.0  # the timeout, not the pause, ended it
+        await asyncio.to_thread(waiter.join)
+        for key, payload in ((first, b"first"), (second, b"second"), (first, b"first")):
+            entry = await store.load(key)
+            assert entry is not None
+            assert entry.payload == payload
+        await store.delete(first)
+        await store.delete(second)
+        await store.aclose()
+
+    asyncio.run(main())
 
 
 def test_a_cancelled_async_load_never_answers_the_next_one(killable_redis: KillableRedis) -> None:
@@ -211,33 +246,44 @@ def test_closing_the_store_leaves_a_passed_client_working() -> None:
 def test_close_disconnects_the_store_connections(killable_redis: KillableRedis) -> None:
     admin = redis.Redis.from_url(killable_redis.url)
 
-    def others() -> int:  # connected clients besides admin
-        return len(admin.client_list()) - 1
+    def others(expected: int) -> int:
+        """Connected clients besides admin, once the count settles at ``expected``
+        or 5 s have passed: the server notices a closed socket on its next turn, so
+        a CLIENT LIST sent right after close() may still count it."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            count = len(admin.client_list()) - 1
+            if count == expected or time.monotonic() > deadline:
+                return count
+            time.sleep(0.01)
 
     client = redis.Redis.from_url(killable_redis.url)
     store = RedisStore(client)  # a passed client: close() leaves its pool alone
     key = make_key("closing")
     store.save(key, b"x", expected_version=None, ttl=TTL, meta=meta())
     client.ping()  # the client's own pool holds a connection too
-    assert others() == 2
+    assert others(2) == 2
     store.close()
-    assert others() == 1  # only the client's
+    assert others(1) == 1  # only the client's
     store.load(key)
-    assert others() == 2
+    assert others(2) == 2
     store.close()
     client.close()
     admin.close()
 
 
-def test_many_threads_share_the_store_connections() -> None:
-    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
-    keys = [make_key(f"thread-{i}") for i in range(8)]
+def _loads_in_threads(store: RedisStore, label: str, rounds: int) -> list[tuple[int, Any]]:
+    """8 threads, started together, each loading its own session ``rounds`` times;
+    returns the loads that came back wrong."""
+    keys = [make_key(f"{label}-{i}") for i in range(8)]
     for i, key in enumerate(keys):
         store.save(key, str(i).encode(), expected_version=None, ttl=TTL, meta=meta())
+    barrier = threading.Barrier(len(keys))
     wrong: list[tuple[int, Any]] = []
 
     def reader(i: int) -> None:
-        for _ in range(200):
+        barrier.wait()
+        for _ in range(rounds):
             entry = store.load(keys[i])
             if entry is None or entry.payload != str(i).encode():
                 wrong.append((i, entry))
@@ -247,8 +293,33 @@ def test_many_threads_share_the_store_connections() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert wrong == []
+    return wrong
+
+
+def test_many_threads_share_the_store_connections() -> None:
+    store = RedisStore(REDIS_URL, prefix=fresh_prefix())
+    assert _loads_in_threads(store, "thread", 200) == []
     store.close()
+
+
+def test_the_store_opens_no_more_connections_than_the_pool_allows() -> None:
+    # max_connections bounds the store's own connections too: beyond it, commands wait
+    # for the client's pool (here a blocking one) instead of opening more.
+    import redis
+
+    name = f"ws-cap-{uuid.uuid4().hex[:8]}"
+    pool = redis.BlockingConnectionPool.from_url(
+        REDIS_URL, max_connections=2, timeout=10, client_name=name
+    )
+    client = redis.Redis(connection_pool=pool)
+    store = RedisStore(client, prefix=fresh_prefix())
+    assert _loads_in_threads(store, "cap", 100) == []
+    admin = redis.Redis.from_url(REDIS_URL)
+    named = [c for c in admin.client_list() if c.get("name") == name]
+    assert 1 <= len(named) <= 4  # at most 2 of the store's own and 2 of the pool's
+    store.close()
+    client.close()
+    admin.close()
 
 
 def test_a_restart_while_the_connections_sit_idle_fails_no_request(
