@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -530,25 +531,27 @@ def _target(url: str) -> Any:
     return opened_store(url, check=refuse_client_side)
 
 
-def _run(
-    items: Iterable[Item],
-    store: Store,
-    *,
-    cutoff: datetime | None,
-    user_key: str | None,
-    dry_run: bool,
-    verbose: bool,
-) -> Counter[str]:
-    report = (lambda line: click.echo(line, err=True)) if verbose else None
+@dataclass(frozen=True)
+class _Into:
+    """Where and how the migrated sessions are written: the options every subcommand takes."""
+
+    store_url: str
+    cutoff: datetime | None
+    dry_run: bool
+    verbose: bool
+
+
+def _run(items: Iterable[Item], store: Store, into: _Into, user_key: str | None) -> Counter[str]:
+    report = (lambda line: click.echo(line, err=True)) if into.verbose else None
     counts = write_records(
         items,
         store,
-        cutoff=_cutoff(cutoff),
+        cutoff=_cutoff(into.cutoff),
         user_key=user_key or None,
-        dry_run=dry_run,
+        dry_run=into.dry_run,
         report=report,
     )
-    verb = "would migrate" if dry_run else "migrated"
+    verb = "would migrate" if into.dry_run else "migrated"
     parts = [
         f"{counts[name]} {verb if name == MIGRATED else name}" for name in _ORDER if counts[name]
     ]
@@ -574,6 +577,20 @@ _dry_run_option = click.option(
 _verbose_option = click.option(
     "-v", "--verbose", is_flag=True, help="Say why each skipped record was skipped."
 )
+
+
+def _into_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--store, --cutoff, --dry-run and -v on ``command``, which receives them as one ``into``."""
+
+    @functools.wraps(command)
+    def packed(
+        *, store_url: str, cutoff: datetime | None, dry_run: bool, verbose: bool, **options: Any
+    ) -> None:
+        command(into=_Into(store_url, cutoff, dry_run, verbose), **options)
+
+    for option in (_verbose_option, _dry_run_option, _cutoff_option, _store_option):
+        packed = option(packed)
+    return packed
 
 
 _django_secret_option = click.option(
@@ -620,31 +637,18 @@ def migrate() -> None:
 @_django_secret_option
 @click.option("--table", default="django_session", show_default=True)
 @_django_user_option
-@_store_option
-@_cutoff_option
-@_dry_run_option
-@_verbose_option
+@_into_options
 def django_db(
     source: str,
     secret_keys: tuple[str, ...],
     table: str,
     user_key: str,
-    store_url: str,
-    cutoff: datetime | None,
-    dry_run: bool,
-    verbose: bool,
+    into: _Into,
 ) -> None:
     """Django's db and cached_db sessions (signed JSON, the default serializer)."""
     query = f"SELECT session_key, session_data, expire_date FROM {_table(table)}"  # noqa: S608
-    with _target(store_url) as store, _rows(source, query) as rows:
-        counts = _run(
-            read_django(rows, list(secret_keys)),
-            store,
-            cutoff=cutoff,
-            user_key=user_key,
-            dry_run=dry_run,
-            verbose=verbose,
-        )
+    with _target(into.store_url) as store, _rows(source, query) as rows:
+        counts = _run(read_django(rows, list(secret_keys)), store, into, user_key)
     _check_django_key(counts)
 
 
@@ -672,30 +676,19 @@ def django_db(
     help="Django's SESSION_COOKIE_AGE, in seconds (a file's life after its last write).",
 )
 @_django_user_option
-@_store_option
-@_cutoff_option
-@_dry_run_option
-@_verbose_option
+@_into_options
 def django_file(
     source: Path,
     secret_keys: tuple[str, ...],
     prefix: str,
     cookie_age: int,
     user_key: str,
-    store_url: str,
-    cutoff: datetime | None,
-    dry_run: bool,
-    verbose: bool,
+    into: _Into,
 ) -> None:
     """Django's file sessions (signed JSON, the default serializer)."""
-    with _target(store_url) as store:
+    with _target(into.store_url) as store:
         counts = _run(
-            read_django_files(source, prefix, list(secret_keys), cookie_age),
-            store,
-            cutoff=cutoff,
-            user_key=user_key,
-            dry_run=dry_run,
-            verbose=verbose,
+            read_django_files(source, prefix, list(secret_keys), cookie_age), store, into, user_key
         )
     _check_django_key(counts)
 
@@ -722,36 +715,24 @@ def django_file(
     show_default=True,
     help="Data key holding the signed-in user's id (Flask-Login's; '' for none).",
 )
-@_store_option
-@_cutoff_option
-@_dry_run_option
-@_verbose_option
+@_into_options
 def flask_session(
     source: str,
     table: str,
     key_prefix: str,
     signer_secret_key: str | None,
     user_key: str,
-    store_url: str,
-    cutoff: datetime | None,
-    dry_run: bool,
-    verbose: bool,
+    into: _Into,
 ) -> None:
     """Flask-Session 0.6+ sessions (msgpack or JSON) from Redis or its SQLAlchemy table."""
-    options: dict[str, Any] = {
-        "cutoff": cutoff,
-        "user_key": user_key,
-        "dry_run": dry_run,
-        "verbose": verbose,
-    }
     if source.partition("://")[0].lower() in ("redis", "rediss", "unix"):
-        with _target(store_url) as store:
+        with _target(into.store_url) as store:
             records = _redis_records(source, key_prefix)
-            _run(read_flask_session_redis(records, signer_secret_key), store, **options)
+            _run(read_flask_session_redis(records, signer_secret_key), store, into, user_key)
         return
     query = f"SELECT session_id, data, expiry FROM {_table(table)}"  # noqa: S608
-    with _target(store_url) as store, _rows(source, query) as rows:
-        _run(read_flask_session_sql(rows, key_prefix, signer_secret_key), store, **options)
+    with _target(into.store_url) as store, _rows(source, query) as rows:
+        _run(read_flask_session_sql(rows, key_prefix, signer_secret_key), store, into, user_key)
 
 
 @migrate.command(name="starsessions")
@@ -762,28 +743,15 @@ def flask_session(
     "--prefix", default="starsessions.", show_default=True, help="RedisStore's key prefix."
 )
 @click.option("--user-key", default="", help="Data key holding the signed-in user's id, if any.")
-@_store_option
-@_cutoff_option
-@_dry_run_option
-@_verbose_option
+@_into_options
 def starsessions(
     source: str,
     prefix: str,
     user_key: str,
-    store_url: str,
-    cutoff: datetime | None,
-    dry_run: bool,
-    verbose: bool,
+    into: _Into,
 ) -> None:
     """starsessions' RedisStore with its JsonSerializer."""
     if source.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
         fail(f"--from {mask_url(source)!r}: starsessions is read from Redis (redis://...)")
-    with _target(store_url) as store:
-        _run(
-            read_starsessions(_redis_records(source, prefix)),
-            store,
-            cutoff=cutoff,
-            user_key=user_key,
-            dry_run=dry_run,
-            verbose=verbose,
-        )
+    with _target(into.store_url) as store:
+        _run(read_starsessions(_redis_records(source, prefix)), store, into, user_key)
