@@ -210,12 +210,25 @@ class Driver:
             if cookies is None:
                 return
             session._cookies = None
-            token = session._token = self.cookie_token(cookies)
+            if type(cookies) is str:  # WSGI's Cookie header: cookie_token() without the hop
+                token = get_cookie(cookies, self.cookie_name) or None
+            else:
+                token = self.cookie_token(cookies)
             if token is None:
                 return
+            session._token = token
         key = flow.load_key(session)
-        if key is not None and not self._fetch(session, key, flow.loaded):
-            return
+        if key is not None:
+            # _fetch(session, key, flow.loaded), spelled out on the path of every request.
+            store = self.sync_store
+            try:
+                entry = store.load(key)
+            except StoreUnavailable as exc:
+                self._degrade(session, exc)
+                return
+            doomed = flow.loaded(session, key, entry)
+            if doomed is not None:
+                store.delete(doomed)
         if flow.legacy_until is not None:
             # Migrated sessions (legacy_session_cutoff): one more lookup, until the cutoff.
             old = flow.legacy_key(session)
