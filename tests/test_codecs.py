@@ -155,6 +155,28 @@ def test_empty_payload_round_trips() -> None:
     assert (back.d, back.f, back.c, back.x, back.b) == ({}, [], None, None, False)
 
 
+@pytest.mark.parametrize("size", [3, 16, 17, 40])
+def test_long_and_short_containers_keep_a_typed_member(size: int) -> None:
+    # Long plain containers are passed by a set-of-types check, short ones by a loop;
+    # either way one typed member among plain ones comes back as its type.
+    when = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone.utc)
+    as_list = [*range(size), (1, 2)]
+    as_dict = {f"k{i}": i for i in range(size)} | {"last": {1.5, 2.5}}
+    nested = [{"n": i} for i in range(size)] + [{"when": when}]
+    back = decode_payload(encode_payload(Payload(d={"l": as_list, "d": as_dict, "n": nested}))).d
+    assert back == {"l": as_list, "d": as_dict, "n": nested}
+    assert type(back["l"][-1]) is tuple
+    assert type(back["d"]["last"]) is set
+    assert back["n"][-1]["when"] == when
+
+
+@pytest.mark.parametrize("size", [3, 17])
+def test_a_non_str_key_is_refused_in_short_and_long_dicts(size: int) -> None:
+    bad = {f"k{i}": i for i in range(size)} | {7: "x"}
+    with pytest.raises(UnserializableValue, match="'bad'"):
+        encode_payload(Payload(d={"bad": bad}))
+
+
 def test_unknown_payload_fields_are_ignored() -> None:
     assert decode_payload(b'{"v":2,"d":{"a":1},"future":[1,2]}').d == {"a": 1}
 

@@ -117,21 +117,23 @@ _all_safe = _SAFE.issuperset
 _all_str = frozenset({str}).issuperset
 
 
+#: Containers longer than this are checked for plain members with a set of their
+#: member types (C speed per member, but a set built per call); shorter ones, the
+#: usual session value, with a Python loop, which costs less below ~16 members.
+_SCAN_AT = 16
+
+
 def _tag(value: Any) -> Any:
     """Return ``value`` in JSON-safe tagged form; the same object when nothing changes."""
     t = type(value)
-    # Fast path, at C speed: a flat container of str/int/bool/None needs no tagging.
     if t is dict:
-        if _all_safe(map(type, value.values())) and _all_str(map(type, value)):
-            return _tagged("o", value) if len(value) == 1 and TAG in value else value
-    elif t is list and _all_safe(map(type, value)):
-        return value
-    if t in _PLAIN:
-        # JSON has no NaN or Infinity (msgspec writes null); tag them so they come back.
-        if t is float and not math.isfinite(value):
-            return _tagged("f", repr(value))
-        return value
-    if t is dict:
+        # A long flat dict of str/int/bool/None is passed at C speed.
+        if (
+            len(value) > _SCAN_AT
+            and _all_safe(map(type, value.values()))
+            and _all_str(map(type, value))
+        ):
+            return value
         out: dict[str, Any] | None = None
         for k, v in value.items():
             if type(k) is not str:
@@ -148,16 +150,24 @@ def _tag(value: Any) -> Any:
             return _tagged("o", result)
         return result
     if t is list:
+        if len(value) > _SCAN_AT and _all_safe(map(type, value)):
+            return value
         items: list[Any] | None = None
-        for i, v in enumerate(value):
-            if type(v) in _SAFE:
-                continue
-            new = _tag(v)
-            if new is not v:
-                if items is None:
-                    items = list(value)
-                items[i] = new
+        i = 0
+        for v in value:
+            if type(v) not in _SAFE:
+                new = _tag(v)
+                if new is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+            i += 1
         return value if items is None else items
+    if t in _PLAIN:
+        # JSON has no NaN or Infinity (msgspec writes null); tag them so they come back.
+        if t is float and not math.isfinite(value):
+            return _tagged("f", repr(value))
+        return value
     tag = _custom_by_type.get(t)
     if tag is not None:
         return _tagged(tag, _tag(_custom[tag][1](value)))
