@@ -159,7 +159,7 @@ def test_empty_payload_round_trips() -> None:
 def test_long_and_short_containers_keep_a_typed_member(size: int) -> None:
     # Long plain containers are passed by a set-of-types check, short ones by a loop;
     # either way one typed member among plain ones comes back as its type.
-    when = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.UTC)
     as_list = [*range(size), (1, 2)]
     as_dict = {f"k{i}": i for i in range(size)} | {"last": {1.5, 2.5}}
     nested = [{"n": i} for i in range(size)] + [{"when": when}]

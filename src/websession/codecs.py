@@ -153,15 +153,13 @@ def _tag(value: Any) -> Any:
         if len(value) > _SCAN_AT and _all_safe(map(type, value)):
             return value
         items: list[Any] | None = None
-        i = 0
-        for v in value:
+        for i, v in enumerate(value):
             if type(v) not in _SAFE:
                 new = _tag(v)
                 if new is not v:
                     if items is None:
                         items = list(value)
                     items[i] = new
-            i += 1
         return value if items is None else items
     if t in _PLAIN:
         # JSON has no NaN or Infinity (msgspec writes null); tag them so they come back.
