@@ -116,6 +116,8 @@ class Driver:
         if clock is not None:
             flow_kwargs["clock"] = clock
         self.flow = Flow(config, **flow_kwargs)
+        #: Sessions live in the cookie (CookieStore): a commit makes no store call.
+        self.client_side = client is not None
         self.renderer = CookieRenderer(config)
         self.proxies = config.proxy_networks()
         self.cookie_transport = config.transport == "cookie"
@@ -316,6 +318,8 @@ class Driver:
         flow = self.flow
         outcome = settled
         if outcome is None:
+            if self.client_side:
+                return flow.commit_client(session)
             try:
                 outcome = run_sync(flow.commit(session, status, ip, user_agent), self.sync_store)
             except StoreUnavailable as exc:

@@ -388,7 +388,7 @@ class Flow:
             return NOTHING
         if self._client is not None:
             # A cookie session has no server record to delete (and no store to ask).
-            return self._commit_client(session)
+            return self.commit_client(session)
         for old_key in session._destroyed_keys:
             yield Delete(old_key)
         entry = session._entry
@@ -483,9 +483,14 @@ class Flow:
             return NOTHING if max_age is None else Outcome(session._token, max_age)
         return NOTHING
 
-    def _commit_client(self, session: Session) -> Outcome:
+    def commit_client(self, session: Session) -> Outcome:
+        """:meth:`commit` for a cookie session, whose store is never called: no generator.
+
+        Only after :meth:`settled` answered None (accessed, no 5xx, not degraded).
+        """
         client = self._client
-        assert client is not None
+        if client is None:
+            raise TypeError("commit_client() is for a middleware on a CookieStore")
         entry = session._entry
         if session._is_empty():
             return (
