@@ -146,6 +146,18 @@ async def test_forwarded_proto_only_from_trusted_proxy(peer: str, secure: bool) 
     assert entry.ip == ("198.51.100.1" if secure else peer)
 
 
+async def test_forwarded_headers_are_ignored_without_trusted_proxies() -> None:
+    store = MemoryStore()
+    app = SessionMiddleware(starlette_app(), store=store)
+    async with async_client(app, client=("10.0.0.5", 4711)) as client:
+        response = await client.get(
+            "/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.1"}
+        )
+    assert "secure" not in cookie_attributes(response.headers["set-cookie"])
+    ((_, entry),) = store.entries()
+    assert entry.ip == "10.0.0.5"
+
+
 async def test_vary_merges_with_the_apps_vary() -> None:
     def view(session: Session, scope: dict[str, Any]) -> Reply:
         session["x"] = 1

@@ -22,6 +22,8 @@ def _view(session: Session, env: dict[str, Any]) -> Any:
     path = env.get("PATH_INFO") or env.get("path")
     query = env.get("QUERY_STRING") or env.get("query_string", b"").decode()
     public = PUBLIC if "public" in query else []
+    if "second" in query:  # public named by the second of two Cache-Control headers
+        public = [("Cache-Control", "max-age=300"), *PUBLIC]
     if path == "/set":
         session["n"] = session.get("n", 0) + 1
     elif path == "/login":
@@ -58,6 +60,14 @@ def test_a_new_session_is_not_created_on_a_public_response(
     assert "set-cookie" not in response.headers
     assert len(store) == 0
     assert any("Cache-Control: public" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_cache_control_header_saying_public_counts(make: Any) -> None:
+    store = MemoryStore()
+    client = make(store)
+    response = client.get("/set?second")
+    assert "set-cookie" not in response.headers
+    assert len(store) == 0
 
 
 def test_an_existing_session_is_saved_but_no_cookie_is_sent(make: Any) -> None:

@@ -281,25 +281,32 @@ class SessionMiddleware:
             return
         client = scope.get("client")
         peer = client[0] if client else None
+        proxies = driver.proxies
+        # X-Forwarded-* count only from a trusted proxy: without one, never scanned for.
+        ip = driver.client_ip(peer, _header(scope, b"x-forwarded-for")) if proxies else peer
+        public = False
+        for name, value in headers:
+            if (
+                len(name) == 13
+                and name.lower() == b"cache-control"
+                and is_public(value.decode("latin-1"))
+            ):
+                public = True
+                break
         outcome = await driver.aclose(
             session,
             status,
-            driver.client_ip(peer, _header(scope, b"x-forwarded-for")),
+            ip,
             _header(scope, b"user-agent"),
-            public=any(
-                k.lower() == b"cache-control" and is_public(v.decode("latin-1")) for k, v in headers
-            ),
+            public=public,
             settled=settled,
         )
         self._vary(headers)
         if outcome.token is not None or outcome.clear:
-            secure = driver.secure(
-                scope.get("scheme", "http"), peer, _header(scope, b"x-forwarded-proto")
-            )
-            headers.extend(
-                (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in driver.response_headers(outcome, secure)
-            )
+            forwarded = _header(scope, b"x-forwarded-proto") if proxies else None
+            secure = driver.secure(scope.get("scheme", "http"), peer, forwarded)
+            for key, text in driver.response_headers(outcome, secure):
+                headers.append((key.lower().encode("latin-1"), text.encode("latin-1")))
 
     def _vary(self, headers: list[tuple[bytes, bytes]]) -> None:
         value = self._vary_value
