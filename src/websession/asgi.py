@@ -192,7 +192,7 @@ class SessionMiddleware:
                     status = message["status"]
                     try:
                         # A read-only request settles here, without a coroutine for _commit.
-                        settled = driver.quiet(session, status)
+                        settled = self._driver.quiet(session, status)
                         if settled is QUIET:
                             self._vary(headers)
                         else:
