@@ -164,17 +164,19 @@ class TestRedisStoreContract(StoreContract):
     ) -> None:
         key = make_key("touch")
         saved = meta(clock())
-        version = store.save(key, b"x", expected_version=None, ttl=0.4, meta=saved)
-        time.sleep(0.25)
+        # Margins of 0.4 s either way: a stall of the test machine must not expire the
+        # session before the touch, nor the touched one before the second load.
+        version = store.save(key, b"x", expected_version=None, ttl=1.0, meta=saved)
+        time.sleep(0.6)
         clock.advance(8)
-        assert store.touch(key, 0.4) is True
+        assert store.touch(key, 1.0) is True
         entry = store.load(key)
         assert entry is not None
-        assert entry.expires == pytest.approx(clock() + 0.4, abs=0.05)
+        assert entry.expires == pytest.approx(clock() + 1.0, abs=0.05)
         assert entry.last_seen == clock()
         assert entry.created == saved.created
         assert (entry.payload, entry.version, entry.user_id) == (b"x", version, "u1")
-        time.sleep(0.25)  # past the first expiry, within the extended one
+        time.sleep(0.6)  # past the first expiry (1.2 s after the save), within the extended one
         assert store.load(key) is not None
         # Touch changes no version: a save based on the loaded version still lands.
         assert store.save(key, b"y", expected_version=version, ttl=0.2, meta=saved) == version + 1
