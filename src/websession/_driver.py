@@ -220,17 +220,8 @@ class Driver:
                 return
             session._token = token
         key = flow.load_key(session)
-        if key is not None:
-            # _fetch(session, key, flow.loaded), spelled out on the path of every request.
-            store = self.sync_store
-            try:
-                entry = store.load(key)
-            except StoreUnavailable as exc:
-                self._degrade(session, exc)
-                return
-            doomed = flow.loaded(session, key, entry)
-            if doomed is not None:
-                store.delete(doomed)
+        if key is not None and not self._fetch(session, key, flow.loaded):
+            return
         if flow.legacy_until is not None:
             # Migrated sessions (legacy_session_cutoff): one more lookup, until the cutoff.
             old = flow.legacy_key(session)

@@ -11,13 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Unpack
 
-from ._driver import QUIET, UNSETTLED, Driver, is_public, merged_vary
+from ._driver import QUIET, Driver, is_public, merged_vary
 from .config import SessionConfig, SessionFields
 from .cookies import header_value
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from .errors import StoreUnavailable
 from .events import Hook
-from .flow import Outcome
 from .identity import SessionInfo
 from .session import Session
 
@@ -189,14 +188,8 @@ class SessionMiddleware:
             if kind == "http.response.start":
                 if session.accessed:
                     headers = list(message.get("headers", ()))
-                    status = message["status"]
                     try:
-                        # A read-only request settles here, without a coroutine for _commit.
-                        settled = self._driver.quiet(session, status)
-                        if settled is QUIET:
-                            self._vary(headers)
-                        else:
-                            await self._commit(session, scope, status, headers, settled)
+                        await self._commit(session, scope, message["status"], headers)
                     except StoreUnavailable as exc:
                         log.error("session not saved, answering 503: %s", exc)
                         failed = started = True
@@ -265,16 +258,10 @@ class SessionMiddleware:
         await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
 
     async def _commit(
-        self,
-        session: Session,
-        scope: Scope,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        settled: Outcome | None = UNSETTLED,
+        self, session: Session, scope: Scope, status: int, headers: list[tuple[bytes, bytes]]
     ) -> None:
         driver = self._driver
-        if settled is UNSETTLED:
-            settled = driver.quiet(session, status)
+        settled = driver.quiet(session, status)
         if settled is QUIET:
             # Read-only (or untouched) and no expiry refresh due: no store call, no cookie.
             self._vary(headers)

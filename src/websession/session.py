@@ -292,19 +292,8 @@ class Session(MutableMapping[str, Any]):
         value = self._data.get(key, _MISSING)
         if value is _MISSING:
             return default
-        if type(value) not in _IMMUTABLE and not self._exposed_all:
-            # _expose(key, value), spelled out: get() is how most pages read a session.
-            snapshots = self._snapshots
-            if snapshots is None:
-                snapshots = self._snapshots = {}
-            if key not in snapshots:
-                if self.modified or self._entry is None:
-                    snapshots[key] = b""
-                else:
-                    try:
-                        snapshots[key] = _fingerprint(value)
-                    except (TypeError, ValueError, OverflowError, RecursionError):
-                        self._exposed_all = True
+        if type(value) not in _IMMUTABLE:
+            self._expose(key, value)
         return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
