@@ -111,9 +111,10 @@ def _tagged(tag: str, value: Any) -> dict[str, Any]:
     return {TAG: [tag, value]}
 
 
-_SAFE = frozenset({str, int, bool, type(None)})
+#: Types JSON carries exactly as they are: a value of one needs no tag and no check.
+JSON_AS_IS = frozenset({str, int, bool, type(None)})
 _ABSENT: Any = object()
-_all_safe = _SAFE.issuperset
+_all_safe = JSON_AS_IS.issuperset
 _all_str = frozenset({str}).issuperset
 
 
@@ -138,7 +139,7 @@ def _tag(value: Any) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise TypeError(f"dict key {k!r} is not a str")
-            if type(v) in _SAFE:
+            if type(v) in JSON_AS_IS:
                 continue
             new = _tag(v)
             if new is not v:
@@ -154,7 +155,7 @@ def _tag(value: Any) -> Any:
             return value
         items: list[Any] | None = None
         for i, v in enumerate(value):
-            if type(v) not in _SAFE:
+            if type(v) not in JSON_AS_IS:
                 new = _tag(v)
                 if new is not v:
                     if items is None:
@@ -276,7 +277,7 @@ def decode_value(raw: bytes) -> Any:
 
 def check_value(key: str, value: Any) -> None:
     """Raise :class:`UnserializableValue` now if ``value`` could not be stored later."""
-    if type(value) in _PLAIN and type(value) is not float:
+    if type(value) in JSON_AS_IS:
         return
     try:
         _tag(value)
@@ -299,7 +300,7 @@ def encode_payload(payload: Payload, dirty: Iterable[str] | None = None) -> byte
             data = d
             for key in dirty:
                 value = d.get(key, _ABSENT)
-                if type(value) in _SAFE or value is _ABSENT:
+                if type(value) in JSON_AS_IS or value is _ABSENT:
                     continue
                 tagged = _tag(value)
                 if tagged is not value:

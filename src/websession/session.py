@@ -17,7 +17,7 @@ from uuid import UUID
 
 import msgspec
 
-from .codecs import check_value
+from .codecs import JSON_AS_IS, check_value
 from .config import to_seconds
 from .errors import SessionStateError
 
@@ -34,8 +34,6 @@ _MISSING: Any = object()
 # is a nested value replaced by another type with the same JSON (a list by a tuple
 # of the same items); assigning the key again (session[k] = v) always saves.
 _fingerprint = msgspec.json.Encoder().encode
-# Values JSON carries as they are: setting one needs no check.
-_JSON_AS_IS = frozenset({str, int, bool, type(None)})
 # Values that cannot change in place: reading them never forces an encode at commit.
 _IMMUTABLE = frozenset(
     {str, int, float, bool, type(None), bytes, datetime, date, time, timedelta, UUID, Decimal}
@@ -259,7 +257,7 @@ class Session(MutableMapping[str, Any]):
             self._check_not_frozen("storing data in a session that has no record yet")
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
-        if type(value) not in _JSON_AS_IS:
+        if type(value) not in JSON_AS_IS:  # check_value would return at once
             check_value(key, value)
         self._data[key] = value
         self._log.append(("set", key))
