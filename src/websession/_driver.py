@@ -36,11 +36,17 @@ Adopt = Callable[[Session, str, Entry | None], str | None]
 security_log = logging.getLogger("websession.security")
 
 
-def marked_public(headers: Iterable[tuple[str, str]]) -> bool:
-    """True when a response's headers (str pairs) say ``Cache-Control: public``."""
+_CACHE_CONTROL = frozenset({"cache-control", b"cache-control"})
+
+
+def marked_public(headers: Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]) -> bool:
+    """True when a response's headers say ``Cache-Control: public`` (any of them, if
+    several): WSGI's str pairs or ASGI's latin-1 bytes pairs."""
     for name, value in headers:
-        if len(name) == 13 and name.lower() == "cache-control" and is_public(value):
-            return True
+        if len(name) == 13 and name.lower() in _CACHE_CONTROL:
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            if is_public(text):
+                return True
     return False
 
 

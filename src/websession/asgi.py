@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Unpack
 
-from ._driver import QUIET, Driver, is_public, merged_vary
+from ._driver import QUIET, Driver, marked_public, merged_vary
 from .config import SessionConfig, SessionFields
 from .cookies import header_value
 from .csrf import FORBIDDEN_BODY, MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
@@ -271,21 +271,12 @@ class SessionMiddleware:
         proxies = driver.proxies
         # X-Forwarded-* count only from a trusted proxy: without one, never scanned for.
         ip = driver.client_ip(peer, _header(scope, b"x-forwarded-for")) if proxies else peer
-        public = False
-        for name, value in headers:
-            if (
-                len(name) == 13
-                and name.lower() == b"cache-control"
-                and is_public(value.decode("latin-1"))
-            ):
-                public = True
-                break
         outcome = await driver.aclose(
             session,
             status,
             ip,
             _header(scope, b"user-agent"),
-            public=public,
+            public=marked_public(headers),
             settled=settled,
         )
         self._vary(headers)
