@@ -85,15 +85,17 @@ class _Statements:
         # The usual update keeps the user id, and says so in its WHERE: SQLite
         # rewrites an index whenever its column is in the SET list, even to the
         # same value, so leaving user_id out saves a page (a WAL frame) per save.
+        # Both take the same numbered parameters: payload, created, last seen,
+        # expires, ip, user agent, key, expected version, now, user id.
         self.update = render(
-            "UPDATE $T SET payload = ?, version = version + 1, created = ?, last_seen = ?, "
-            "expires = ?, ip = ?, user_agent = ? "
-            "WHERE key = ? AND version = ? AND expires > ? AND user_id IS ?"
+            "UPDATE $T SET payload = ?1, version = version + 1, created = ?2, last_seen = ?3, "
+            "expires = ?4, ip = ?5, user_agent = ?6 "
+            "WHERE key = ?7 AND version = ?8 AND expires > ?9 AND user_id IS ?10"
         )
         self.update_user = render(
-            "UPDATE $T SET payload = ?, version = version + 1, created = ?, last_seen = ?, "
-            "expires = ?, user_id = ?, ip = ?, user_agent = ? "
-            "WHERE key = ? AND version = ? AND expires > ?"
+            "UPDATE $T SET payload = ?1, version = version + 1, created = ?2, last_seen = ?3, "
+            "expires = ?4, ip = ?5, user_agent = ?6, user_id = ?10 "
+            "WHERE key = ?7 AND version = ?8 AND expires > ?9"
         )
         self.live_version = render("SELECT version FROM $T WHERE key = ? AND expires > ?")
         self.touch = render(
@@ -117,9 +119,8 @@ class _Statements:
 
 
 class _Local(threading.local):
-    connection: sqlite3.Connection | None = None
-    #: Reused by load and save: making a cursor per call costs about as much
-    #: as binding the statement's parameters.
+    #: The thread's one cursor, on its connection (``cursor.connection``): making a
+    #: cursor per call costs about as much as binding the statement's parameters.
     cursor: sqlite3.Cursor | None = None
     generation = -1
 
@@ -194,14 +195,10 @@ class SQLiteStore:
     # -- connections -----------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        local = self._local
-        conn = local.connection
-        if conn is not None and local.generation == _fork_generation:
-            return conn
-        return self._connect().connection
+        return self._cursor().connection
 
     def _cursor(self) -> sqlite3.Cursor:
-        """The calling thread's reusable cursor (load and save inline this check)."""
+        """The calling thread's cursor, on a connection opened in this process."""
         local = self._local
         cursor = local.cursor
         if cursor is not None and local.generation == _fork_generation:
@@ -213,7 +210,6 @@ class SQLiteStore:
         local = self._local
         # A connection inherited through fork is dropped, never closed: closing
         # it would disturb the parent's locks on the shared file.
-        local.connection = None
         local.cursor = None
         if not os.path.exists(self.path):
             # Created 0600 up front: SQLite would honour only the umask, and the
@@ -239,7 +235,6 @@ class SQLiteStore:
             conn.close()
             raise
         cursor = conn.cursor()
-        local.connection = conn
         local.cursor = cursor
         local.generation = _fork_generation
         return cursor
@@ -280,22 +275,16 @@ class SQLiteStore:
     def close(self) -> None:
         """Close the calling thread's connection; the next call opens a new one."""
         local = self._local
-        conn = local.connection
-        local.connection = None
-        local.cursor = None
-        if conn is not None and local.generation == _fork_generation:
-            conn.close()
+        cursor, local.cursor = local.cursor, None
+        if cursor is not None and local.generation == _fork_generation:
+            cursor.connection.close()
 
     # -- the store protocol ----------------------------------------------------
 
     def load(self, key: str) -> Entry | None:
         """The live entry for ``key``; None when unknown or expired. One SELECT."""
-        local = self._local
-        cursor = local.cursor
         try:
-            if cursor is None or local.generation != _fork_generation:
-                cursor = self._cursor()
-            row = cursor.execute(self._sql_load, (key, self._clock())).fetchone()
+            row = self._cursor().execute(self._sql_load, (key, self._clock())).fetchone()
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         if row is None:
@@ -312,11 +301,8 @@ class SQLiteStore:
         moves the row in the user_id index.
         """
         now = self._clock()
-        local = self._local
-        cursor = local.cursor
         try:
-            if cursor is None or local.generation != _fork_generation:
-                cursor = self._cursor()
+            cursor = self._cursor()
             if ttl <= 0:
                 return self._save_deleting(cursor.connection, key, expected_version, now)
             if expected_version is None:
@@ -330,13 +316,11 @@ class SQLiteStore:
                 if cursor.rowcount != 1:
                     raise Conflict("a session with this key already exists")
                 return 1
-            cursor.execute(
-                self._sql_update,
-                (
-                    payload, meta.created, meta.last_seen, now + ttl, meta.ip, meta.user_agent,
-                    key, expected_version, now, meta.user_id,
-                ),
+            params = (
+                payload, meta.created, meta.last_seen, now + ttl, meta.ip, meta.user_agent,
+                key, expected_version, now, meta.user_id,
             )  # fmt: skip
+            cursor.execute(self._sql_update, params)
             if cursor.rowcount == 1:
                 return expected_version + 1
             # Not updated: another save came first, the session is gone, or the
@@ -345,13 +329,7 @@ class SQLiteStore:
             # after whatever changed the row).
             live = cursor.execute(self._sql_live_version, (key, now)).fetchone()
             if live is not None and live[0] == expected_version:
-                cursor.execute(
-                    self._sql_update_user,
-                    (
-                        payload, meta.created, meta.last_seen, now + ttl, meta.user_id, meta.ip,
-                        meta.user_agent, key, expected_version, now,
-                    ),
-                )  # fmt: skip
+                cursor.execute(self._sql_update_user, params)
                 if cursor.rowcount == 1:
                     return expected_version + 1
                 live = cursor.execute(self._sql_live_version, (key, now)).fetchone()
