@@ -796,14 +796,12 @@ class _SQLCommon(abc.ABC):
         """
         dbapi_error = self._dbapi_error
         pool = self._engine.pool
-        idle = self._idle
-        try:
-            held_pool, conn, cursor = idle.pop()  # what _take does, on the hottest path
-        except IndexError:
-            held_pool = None
-        if held_pool is not pool:
-            if held_pool is not None:  # from a pool that close() disposed of meanwhile
-                conn.close()
+        held = self._take()
+        if held is not None and held[0] is pool:
+            conn, cursor = held[1], held[2]
+        else:
+            if held is not None:  # from a pool that close() disposed of meanwhile
+                held[1].close()
             try:
                 conn = self._checkout()
                 cursor = self._cursor(conn, conn.cursor())
@@ -835,9 +833,7 @@ class _SQLCommon(abc.ABC):
             # Interrupted mid-statement: the connection's state is unknown.
             conn.invalidate()
             raise
-        if len(idle) < self._keep and not self._waiting and pool is self._engine.pool:
-            idle.append((pool, conn, cursor))  # _hold's answer when no one is waiting
-        elif not self._hold(pool, conn, cursor):
+        if not self._hold(pool, conn, cursor):
             cursor.close()
             conn.close()
         return value
