@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import math
 import uuid
@@ -435,6 +437,29 @@ def test_signer_round_trip() -> None:
     token = signer.sign(b"\x00payload\xff")
     assert isinstance(token, bytes)
     assert signer.unsign(token) == b"\x00payload\xff"
+
+
+def test_signer_without_openssls_hmac_object_signs_the_same_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Where hmac.HMAC holds no OpenSSL object (its pure-Python path), the signer keeps
+    # the wrapper itself: tokens must be identical either way, and still verify.
+    with_openssl = Signer(SECRET)
+    assert not isinstance(with_openssl._current, hmac.HMAC)  # CPython with OpenSSL
+    python_hmac = hmac.new
+
+    def pure_python(key: bytes, digestmod: Any) -> hmac.HMAC:
+        made = python_hmac(key, digestmod=lambda data=b"": hashlib.sha256(data))
+        assert getattr(made, "_hmac", None) is None  # the pure-Python path really ran
+        return made
+
+    monkeypatch.setattr(hmac, "new", pure_python)
+    without = Signer(SECRET)
+    assert isinstance(without._current, hmac.HMAC)
+    token = without.sign(b"payload")
+    assert token == with_openssl.sign(b"payload")
+    assert without.unsign(token) == b"payload"
+    assert with_openssl.unsign(token) == b"payload"
 
 
 def test_signer_rotation_new_key_signs_old_key_still_verifies() -> None:
