@@ -374,7 +374,7 @@ class Driver:
         if settled is not None:
             return False
         needs = (
-            self.flow._client is not None
+            self.client_side
             or session._rotate
             or (session._entry is None and not session._is_empty())
         )
