@@ -1891,3 +1891,24 @@ def test_postgresql_with_a_non_utf8_client_encoding_keeps_psycopg(
     assert (entry.payload, entry.user_agent) == (b"one", "Café/1.0")
     assert not re.search(r"\tParse\t \"websession_", (tmp_path / "trace").read_text())
     store.close()
+
+
+def test_postgresql_on_psycopg_before_3_2_keeps_psycopg(
+    postgres: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # psycopg 3.1 has no cancel_safe, which the libpq path needs to cancel an interrupted
+    # async statement: such a connection keeps psycopg's cursor and works as before.
+    import psycopg
+
+    monkeypatch.delattr(psycopg.Connection, "cancel_safe")
+    store = _unopened(postgres)
+    log = CursorLog(store.table_name)
+    log.attach(store.engine, tmp_path / "trace")
+    key = make_key("psycopg-3.1")
+    version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
+    assert store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta()) == version + 1
+    entry = store.load(key)
+    assert entry is not None
+    assert entry.payload == b"two"
+    assert not re.search(r"\tParse\t \"websession_", (tmp_path / "trace").read_text())
+    store.close()

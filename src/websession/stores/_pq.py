@@ -239,10 +239,16 @@ class PgCursor:
 
     @staticmethod
     def usable(connection: Any) -> bool:
-        """Whether statements may be prepared and sent in binary on this psycopg connection."""
+        """Whether statements may be prepared and sent in binary on this psycopg connection.
+
+        Not where psycopg may not prepare, not in a client encoding other than
+        UTF-8, and not on psycopg before 3.2, which cannot cancel an interrupted
+        statement without blocking (``cancel_safe``).
+        """
         return (
             getattr(connection, "prepare_threshold", None) is not None
             and connection.info.encoding == "utf-8"
+            and hasattr(connection, "cancel_safe")
         )
 
     def close(self) -> Any:
