@@ -218,13 +218,9 @@ class Driver:
             if cookies is None:
                 return
             session._cookies = None
-            if type(cookies) is str:  # WSGI's Cookie header: cookie_token() without the hop
-                token = get_cookie(cookies, self.cookie_name) or None
-            else:
-                token = self.cookie_token(cookies)
+            token = session._token = self.cookie_token(cookies)
             if token is None:
                 return
-            session._token = token
         key = flow.load_key(session)
         if key is not None and not self._fetch(session, key, flow.loaded):
             return

@@ -43,8 +43,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 TAG = "\x00t"
-#: How TAG appears in encoded JSON: a payload holds a type tag when it holds this.
-TAG_MARK = b'"\\u0000t"'
+_TAG_MARK = b'"\\u0000t"'
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 MIN_SECRET_LENGTH = 16
 
@@ -267,7 +266,7 @@ def is_tagged(raw: bytes) -> bool:
     ``find``, not ``in``: ``bytes.__contains__`` first tries its argument as an
     int and raises and clears a TypeError on every call.
     """
-    return raw.find(TAG_MARK) >= 0
+    return raw.find(_TAG_MARK) >= 0
 
 
 def decode_value(raw: bytes) -> Any:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .codecs import (
-    TAG_MARK,
     DecodeError,
     Payload,
     decode_payload,
@@ -323,18 +322,14 @@ class Flow:
         if entry is None:
             session._stale = True
             return None
-        now = self.clock()
-        if now >= entry.expires or (
-            self._absolute is not None and now >= entry.created + self._absolute
-        ):  # _expired(), unrolled: this runs on every request that uses its session
+        if self._expired(entry, self.clock()):
             session._stale = True
             session._event("expire", key, None, entry.user_id)
             return key or None
         # One scan for type tags serves the decode and the commit's dirty-key shortcut.
-        raw = entry.payload
-        tagged = raw.find(TAG_MARK) >= 0  # is_tagged(raw)
+        tagged = is_tagged(entry.payload)
         try:
-            payload = decode_payload(raw, tagged)
+            payload = decode_payload(entry.payload, tagged)
         except DecodeError as exc:
             security_log.warning("stored session payload rejected, starting afresh: %s", exc)
             session._stale = True
