@@ -1856,15 +1856,12 @@ def test_postgresql_statements_stay_prepared_while_connections_cycle_through_the
         assert len(parses) == len(set(parses)), f"{trace.name} prepared a statement twice"
 
 
-def test_postgresql_on_a_null_pool_prepares_nothing(postgres: Database, tmp_path: Path) -> None:
-    # Every call on a NullPool opens a new connection: preparing there would cost each call
-    # a round trip more, so the statements go as psycopg sends them, one round trip each.
-    from sqlalchemy.pool import NullPool
-
-    store = _unopened(postgres, poolclass=NullPool)
+def _round_trips_without_preparing(store: SQLStore, tmp_path: Path, label: str) -> None:
+    """A create, an update and loads work on ``store``, and nothing is prepared under
+    websession's statement names (libpq's trace has no such Parse)."""
     log = CursorLog(store.table_name)
     log.attach(store.engine, tmp_path / "trace")
-    key = make_key("null-pool")
+    key = make_key(label)
     version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
     assert log.during(lambda: store.load(key)) == ["SELECT"]
     assert store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta()) == version + 1
@@ -1873,6 +1870,14 @@ def test_postgresql_on_a_null_pool_prepares_nothing(postgres: Database, tmp_path
     assert entry.payload == b"two"
     assert not re.search(r"\tParse\t \"websession_", (tmp_path / "trace").read_text())
     store.close()
+
+
+def test_postgresql_on_a_null_pool_prepares_nothing(postgres: Database, tmp_path: Path) -> None:
+    # Every call on a NullPool opens a new connection: preparing there would cost each call
+    # a round trip more, so the statements go as psycopg sends them, one round trip each.
+    from sqlalchemy.pool import NullPool
+
+    _round_trips_without_preparing(_unopened(postgres, poolclass=NullPool), tmp_path, "null-pool")
 
 
 def test_postgresql_with_a_non_utf8_client_encoding_keeps_psycopg(
@@ -1901,14 +1906,4 @@ def test_postgresql_on_psycopg_before_3_2_keeps_psycopg(
     import psycopg
 
     monkeypatch.delattr(psycopg.Connection, "cancel_safe")
-    store = _unopened(postgres)
-    log = CursorLog(store.table_name)
-    log.attach(store.engine, tmp_path / "trace")
-    key = make_key("psycopg-3.1")
-    version = store.save(key, b"one", expected_version=None, ttl=TTL, meta=meta())
-    assert store.save(key, b"two", expected_version=version, ttl=TTL, meta=meta()) == version + 1
-    entry = store.load(key)
-    assert entry is not None
-    assert entry.payload == b"two"
-    assert not re.search(r"\tParse\t \"websession_", (tmp_path / "trace").read_text())
-    store.close()
+    _round_trips_without_preparing(_unopened(postgres), tmp_path, "psycopg-3.1")
